@@ -1,0 +1,105 @@
+"""The scene generator: determinism, layout, and that the stock nerfstudio-data parser reads it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_scene
+from unic_lift_ns.synth.segmenter import PRESETS, simulate_segmenter
+
+
+def _files(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    a = _files(make_scene(tmp_path / "a", num_views=6, seed=7))
+    b = _files(make_scene(tmp_path / "b", num_views=6, seed=7))
+    assert a.keys() == b.keys() and len(a) > 30
+    assert [k for k in a if a[k] != b[k]] == []
+    c = _files(make_scene(tmp_path / "c", num_views=6, seed=8))
+    assert a["scene.json"] != c["scene.json"]
+
+
+def test_layout_and_label_maps(tiny_scene):
+    split = json.loads((tiny_scene / "split.json").read_text())
+    stems = sorted(p.stem for p in (tiny_scene / "images").glob("*.png"))
+    assert len(stems) == 16
+    assert split["eval"] == [s for i, s in enumerate(stems) if i % 8 == 0]
+    assert sorted(split["train"] + split["eval"]) == stems
+    scene = json.loads((tiny_scene / "scene.json").read_text())
+    assert scene["config"]["seed"] == 0 and len(scene["objects"]) == 6
+    gt_ids, mask_ids = set(), []
+    for stem in stems:
+        gt = np.array(Image.open(tiny_scene / "gt/instances" / f"{stem}.png"))
+        mask = np.array(Image.open(tiny_scene / "instance_masks" / f"{stem}.png"))
+        sem = np.array(Image.open(tiny_scene / "semantic_masks" / f"{stem}.png"))
+        gt_sem = np.array(Image.open(tiny_scene / "gt/semantics" / f"{stem}.png"))
+        assert gt.dtype == np.uint16 and mask.dtype == np.uint16 and gt.shape == mask.shape == (48, 48)
+        assert set(np.unique(sem)) <= {0, 1, 255} and np.array_equal(gt_sem, (gt > 0).astype(np.uint8))
+        assert np.array_equal(sem == 255, mask == 0)
+        gt_ids.update(np.unique(gt).tolist())
+        mask_ids.append(set(np.unique(mask).tolist()) - {0})
+    assert gt_ids <= set(range(7)) and len(gt_ids) >= 5
+    # Per-view IDs are drawn independently: views share (almost) no IDs.
+    shared = set.intersection(*mask_ids[:4])
+    assert len(shared) == 0
+
+
+def test_nerfstudio_dataparser_reads_scene(tiny_scene):
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    parser = NerfstudioDataParserConfig(data=tiny_scene, load_3D_points=True).setup()
+    train = parser.get_dataparser_outputs("train")
+    test = parser.get_dataparser_outputs("test")
+    assert len(train.image_filenames) == 14 and len(test.image_filenames) == 2
+    assert train.metadata["points3D_xyz"].shape[0] > 1000
+    assert int(train.cameras.width[0]) == 48
+
+
+def test_presets_get_noisier():
+    gt = np.zeros((64, 64), dtype=np.uint16)
+    for k in range(8):  # touching 8x8 blocks and a few tiny objects
+        gt[8 + (k // 4) * 8 : 16 + (k // 4) * 8, 8 + (k % 4) * 8 : 16 + (k % 4) * 8] = k + 1
+    for k in range(4):
+        gt[40 + 6 * k, 40:42] = 9 + k
+    changed = []
+    for name in ("clean", "realistic", "hard"):
+        diffs = []
+        for seed in range(10):
+            mask, _ = simulate_segmenter(gt, PRESETS[name], np.random.default_rng(seed))
+            # Pixels whose segment membership disagrees with GT (up to renaming), via same/different pairs.
+            a, b = gt.ravel()[::7], mask.ravel()[::7].astype(np.int64)
+            diffs.append(np.mean((a[:, None] == a[None]) != (b[:, None] == b[None])))
+        changed.append(np.mean(diffs))
+    assert changed[0] == 0.0 < changed[1] < changed[2]
+
+
+def test_cli_refuses_to_overwrite(tmp_path):
+    out = make_scene(tmp_path / "scene", num_views=4, num_objects=2)
+    before = _files(out)
+    exe = Path(sys.executable).parent / "unic-lift-synth"
+    proc = subprocess.run([str(exe), "--output", str(out), "--num-views", "4"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and str(out) in proc.stderr
+    assert _files(out) == before
+    proc = subprocess.run([str(exe), "--output", str(tmp_path / "x"), "--num-objects", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--num-objects" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_clean_ids_are_a_relabelling(preset):
+    gt = np.zeros((32, 32), dtype=np.uint16)
+    gt[4:14, 4:14], gt[16:28, 16:28] = 1, 2
+    mask, sem = simulate_segmenter(gt, PRESETS[preset], np.random.default_rng(0))
+    if preset == "clean":
+        pairs = {(int(g), int(m)) for g, m in zip(gt.ravel(), mask.ravel())}
+        assert len(pairs) == 3 and len({m for _, m in pairs}) == 3
+    assert mask.dtype == np.uint16 and sem.dtype == np.uint8
