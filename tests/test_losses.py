@@ -1,0 +1,265 @@
+"""Tests for the UniC-Lift segmentation losses (Eqs. 4-6) and triplet mining."""
+
+import math
+
+import pytest
+import torch
+
+from unic_lift_ns.losses import (
+    boundary_triplets,
+    cluster_contrastive_loss,
+    neighbour_pairs,
+    neighbourhood_loss,
+    random_triplets,
+    semantic_loss,
+    triplet_loss,
+)
+
+
+def _segment_map() -> torch.Tensor:
+    """12x12 map: three segments (1, 2, 7) and a void (0) stripe and corner."""
+    seg = torch.ones(12, 12, dtype=torch.long)
+    seg[:, 6:] = 2
+    seg[8:, :] = 7
+    seg[:, 5] = 0  # void stripe between 1 and 2 above row 8
+    seg[0, 0] = 0
+    return seg
+
+
+# --------------------------------------------------------------------------- cluster loss (Eq. 4)
+
+
+def test_cluster_two_segments_by_hand():
+    emb = torch.tensor([[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0], [100.0, -50.0]])
+    seg = torch.tensor([1, 1, 2, 2, 0])
+    # m1 = (0, 1), m2 = (4, 1); every valid pixel is at squared distance 1 -> intra = 4 / 4 = 1.
+    # ordered pairs (1, 2), (2, 1): ||m1 - m2||^2 = 16 each -> inter = 32 / 2 = 16.
+    # loss = 1 - 16 = -15; the void pixel (id 0) is ignored.
+    assert cluster_contrastive_loss(emb, seg).item() == pytest.approx(-15.0)
+    # Ids are arbitrary: relabelling to (7, 1000) changes nothing.
+    assert cluster_contrastive_loss(emb, torch.tensor([7, 7, 1000, 1000, 0])).item() == pytest.approx(-15.0)
+
+
+def test_cluster_three_segments_pair_mean():
+    emb = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    seg = torch.tensor([1, 2, 3])
+    # one pixel per segment -> intra = 0; pair distances^2: 9, 16, 25.
+    # 6 ordered pairs -> inter = 2 * (9 + 16 + 25) / 6 = 50 / 3; loss = -50 / 3.
+    assert cluster_contrastive_loss(emb, seg).item() == pytest.approx(-50.0 / 3.0)
+
+
+def test_cluster_single_segment_and_void():
+    emb = torch.tensor([[0.0], [2.0], [4.0], [9.0]], requires_grad=True)
+    # single segment {0, 2, 4}: centroid 2, squared distances 4, 0, 4 -> intra = 8 / 3; inter = 0.
+    loss = cluster_contrastive_loss(emb, torch.tensor([5, 5, 5, 0]))
+    assert loss.item() == pytest.approx(8.0 / 3.0)
+    # all void -> zero that is still in the graph.
+    zero = cluster_contrastive_loss(emb, torch.zeros(4, dtype=torch.long))
+    assert zero.item() == 0.0 and zero.requires_grad
+    zero.backward()
+    assert torch.all(emb.grad == 0)
+
+
+def test_cluster_resolution_invariant():
+    gen = torch.Generator().manual_seed(0)
+    seg = _segment_map()
+    emb = torch.rand(12, 12, 3, generator=gen)
+    loss = cluster_contrastive_loss(emb.reshape(-1, 3), seg.reshape(-1))
+    # Nearest-neighbour upsampling x2: same segments, same centroids, same per-pixel distances.
+    seg2 = seg.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    emb2 = emb.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    loss2 = cluster_contrastive_loss(emb2.reshape(-1, 3), seg2.reshape(-1))
+    assert loss2.item() == pytest.approx(loss.item(), rel=1e-5, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- triplet loss (Eq. 5)
+
+
+def test_triplet_loss_by_hand():
+    z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    anchor, pos, neg = torch.tensor([0, 0, 0]), torch.tensor([1, 2, 1]), torch.tensor([2, 1, 3])
+    # (0,1,2): 1 - 4 + 1 = -2 -> 0;  (0,2,1): 4 - 1 + 1 = 4;  (0,1,3): 1 - 9 + 1 -> 0.  mean = 4 / 3.
+    assert triplet_loss(z, anchor, pos, neg).item() == pytest.approx(4.0 / 3.0)
+    # margin 2: (0,1,2): 1 - 4 + 2 = -1 -> 0;  (0,2,1): 4 - 1 + 2 = 5;  (0,1,3): 1 - 9 + 2 -> 0.  mean = 5 / 3.
+    assert triplet_loss(z, anchor, pos, neg, margin=2.0).item() == pytest.approx(5.0 / 3.0)
+
+
+def test_triplet_loss_empty_is_connected_zero():
+    z = torch.rand(5, 3, requires_grad=True)
+    empty = torch.zeros(0, dtype=torch.long)
+    loss = triplet_loss(z, empty, empty, empty)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.all(z.grad == 0)
+
+
+# --------------------------------------------------------------------------- 3D neighbourhood (Eq. 6)
+
+
+def test_neighbourhood_loss_by_hand():
+    v = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]])
+    pairs = torch.tensor([[0, 1], [1, 0], [0, 2]])
+    # ||v0 - v1||^2 = 2 (twice), ||v0 - v2||^2 = 9 -> mean = 13 / 3.
+    assert neighbourhood_loss(v, pairs).item() == pytest.approx(13.0 / 3.0)
+    v.requires_grad_(True)
+    zero = neighbourhood_loss(v, torch.zeros(0, 2, dtype=torch.long))
+    assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_neighbour_pairs_matches_brute_force():
+    gen = torch.Generator().manual_seed(1)
+    means = torch.rand(300, 3, generator=gen)
+    tau = 0.02
+    pairs = neighbour_pairs(means, tau, max_neighbours=300)
+    d2 = torch.cdist(means.double(), means.double()).square()
+    expected = ((d2 <= tau) & ~torch.eye(300, dtype=torch.bool)).nonzero()
+    assert pairs.dtype == torch.long and pairs.shape[1] == 2
+    assert set(map(tuple, pairs.tolist())) == set(map(tuple, expected.tolist()))
+    assert len(pairs) == len(expected)  # no duplicates
+
+
+def test_neighbour_pairs_cap_keeps_nearest():
+    gen = torch.Generator().manual_seed(2)
+    means = torch.rand(200, 3, generator=gen)
+    pairs = neighbour_pairs(means, tau=0.05, max_neighbours=4)
+    counts = torch.bincount(pairs[:, 0], minlength=200)
+    assert counts.max() <= 4
+    d2 = torch.cdist(means, means).square().fill_diagonal_(float("inf"))
+    kept = d2[pairs[:, 0], pairs[:, 1]]
+    # every kept neighbour is at most as far as the 4th nearest neighbour of its source
+    fourth = d2.topk(4, dim=1, largest=False).values[:, -1]
+    assert torch.all(kept <= fourth[pairs[:, 0]] + 1e-6)
+
+
+def test_neighbour_pairs_tau_is_squared_distance():
+    # points on the x axis at 0, 0.5, 1.25: distances 0.5, 0.75, 1.25; squared 0.25, 0.5625, 1.5625.
+    means = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [1.25, 0.0, 0.0]])
+    # tau = 0.3 as a squared distance keeps only (0, 1); read as a distance it would keep nothing.
+    assert sorted(map(tuple, neighbour_pairs(means, 0.3, 8).tolist())) == [(0, 1), (1, 0)]
+    # the bound is inclusive: tau = 0.25 exactly still keeps (0, 1).
+    assert sorted(map(tuple, neighbour_pairs(means, 0.25, 8).tolist())) == [(0, 1), (1, 0)]
+    # tau = 0.6 adds (1, 2) (0.5625) but not (0, 2) (1.5625).
+    assert sorted(map(tuple, neighbour_pairs(means, 0.6, 8).tolist())) == [(0, 1), (1, 0), (1, 2), (2, 1)]
+
+
+def test_neighbour_pairs_duplicate_points():
+    means = torch.zeros(5, 3)
+    pairs = neighbour_pairs(means, 1e-4, max_neighbours=2)
+    assert torch.all(pairs[:, 0] != pairs[:, 1])
+    assert torch.bincount(pairs[:, 0], minlength=5).tolist() == [2] * 5
+
+
+# --------------------------------------------------------------------------- semantic head
+
+
+def test_semantic_loss_by_hand():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [5.0, -5.0]])
+    target = torch.tensor([0, 0, 255])
+    # row 0: -log(1/2) = log 2; row 1: -log(3/4) = log(4/3); row 2 ignored -> mean = log(8/3) / 2.
+    assert semantic_loss(logits, target).item() == pytest.approx(math.log(8.0 / 3.0) / 2.0)
+    zero = semantic_loss(logits.requires_grad_(True), torch.full((3,), 255))
+    assert zero.item() == 0.0 and zero.requires_grad
+
+
+# --------------------------------------------------------------------------- triplet mining
+
+
+def _four_neighbour_boundary(seg: torch.Tensor) -> torch.Tensor:
+    """Reference (loop) boundary mask: valid pixel with a 4-neighbour of another valid label."""
+    height, width = seg.shape
+    out = torch.zeros_like(seg, dtype=torch.bool)
+    for y in range(height):
+        for x in range(width):
+            for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                yy, xx = y + dy, x + dx
+                if 0 <= yy < height and 0 <= xx < width:
+                    other = seg[yy, xx].item()
+                    if seg[y, x] > 0 and other > 0 and other != seg[y, x]:
+                        out[y, x] = True
+    return out
+
+
+def test_boundary_triplets_properties():
+    seg = _segment_map()
+    flat = seg.flatten()
+    anchor, pos, neg = boundary_triplets(seg, 3000, torch.Generator().manual_seed(0), radius=2)
+    boundary = _four_neighbour_boundary(seg).flatten()
+    assert 0 < anchor.numel() <= boundary.sum()
+    assert anchor.unique().numel() == anchor.numel()  # sampled without replacement
+    assert torch.all(boundary[anchor])
+    assert torch.all(flat[anchor] > 0) and torch.all(flat[pos] > 0) and torch.all(flat[neg] > 0)
+    assert torch.all(flat[pos] == flat[anchor]) and torch.all(pos != anchor)
+    assert torch.all(flat[neg] != flat[anchor])
+    # positives and negatives are near the anchor (Chebyshev radius 2)
+    for other in (pos, neg):
+        assert torch.all((other // 12 - anchor // 12).abs() <= 2)
+        assert torch.all((other % 12 - anchor % 12).abs() <= 2)
+
+
+def test_boundary_triplets_cap_and_determinism():
+    seg = _segment_map()
+    first = boundary_triplets(seg, 5, torch.Generator().manual_seed(3))
+    second = boundary_triplets(seg, 5, torch.Generator().manual_seed(3))
+    other = boundary_triplets(seg, 5, torch.Generator().manual_seed(4))
+    assert first[0].numel() == 5
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_boundary_triplets_none_without_boundary():
+    seg = torch.zeros(6, 6, dtype=torch.long)
+    seg[:, :2] = 1
+    seg[:, 3:] = 2  # separated by a void column: no valid 4-neighbour boundary
+    anchor, pos, neg = boundary_triplets(seg, 100, torch.Generator().manual_seed(0))
+    assert anchor.numel() == pos.numel() == neg.numel() == 0
+
+
+def test_random_triplets_properties():
+    seg = _segment_map()
+    flat = seg.flatten()
+    anchor, pos, neg = random_triplets(seg, 50, torch.Generator().manual_seed(0))
+    assert anchor.numel() == 50 and anchor.unique().numel() == 50
+    assert torch.all(flat[anchor] > 0) and torch.all(flat[neg] > 0)
+    assert torch.all(flat[pos] == flat[anchor]) and torch.all(pos != anchor)
+    assert torch.all(flat[neg] != flat[anchor])
+    again = random_triplets(seg, 50, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip((anchor, pos, neg), again))
+    # a single segment has no negatives; singleton segments give no anchors
+    assert random_triplets(torch.ones(4, 4, dtype=torch.long), 10)[0].numel() == 0
+    single = torch.tensor([[1, 2, 2]])
+    anchors = random_triplets(single, 10, torch.Generator().manual_seed(0))[0]
+    assert sorted(anchors.tolist()) == [1, 2]
+
+
+# --------------------------------------------------------------------------- gradient routing
+
+
+def test_gradients_reach_only_embeddings_and_linear_layer():
+    gen = torch.Generator().manual_seed(0)
+    num_gaussians, dim, height, width = 40, 4, 12, 12
+    embeddings = torch.nn.Parameter(torch.randn(num_gaussians, dim, generator=gen))
+    means = torch.nn.Parameter(torch.rand(num_gaussians, 3, generator=gen) * 0.3)
+    scales = torch.nn.Parameter(torch.rand(num_gaussians, 3, generator=gen))
+    opacities = torch.nn.Parameter(torch.rand(num_gaussians, generator=gen))
+    linear = torch.nn.Linear(dim, dim, bias=False)
+
+    # Frozen stand-in for alpha compositing (Eq. 3): weights built from detached geometry.
+    pixels = torch.rand(height * width, 3, generator=gen) * 0.3
+    logits = -torch.cdist(pixels, means.detach()) / scales.detach().mean(-1)
+    weights = torch.softmax(logits, dim=-1) * torch.sigmoid(opacities.detach())  # [P, N]
+    sig = torch.sigmoid(weights @ embeddings)  # sigmoid(V), [P, d]
+
+    seg = _segment_map()
+    triplets = boundary_triplets(seg, 3000, torch.Generator().manual_seed(0))
+    pairs = neighbour_pairs(means, tau=0.01, max_neighbours=8)
+    assert pairs.numel() > 0 and triplets[0].numel() > 0
+    loss = (
+        cluster_contrastive_loss(sig, seg.flatten())
+        + triplet_loss(linear(sig), *triplets, margin=1.0)
+        + neighbourhood_loss(embeddings, pairs)
+    )
+    loss.backward()
+
+    assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0
+    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+    assert means.grad is None and scales.grad is None and opacities.grad is None
