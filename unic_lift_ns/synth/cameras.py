@@ -1,6 +1,6 @@
 """Inward-facing cameras on a dome-shaped shell (Messy Rooms, `002_*` section 4).
 
-Views are ordered along a smooth trajectory (two turns around the scene while the elevation oscillates),
+Views are ordered along a smooth trajectory (a turn around the scene while the elevation oscillates),
 so consecutive frames overlap like a video; this is what the "2D segmenter + tracking" baseline needs.
 Camera distance and focal length both scale with sqrt(N/25), so each image shows about the same number
 of objects whatever the scene size.
@@ -53,7 +53,8 @@ def dome_trajectory(
     wander: float,
     rng: np.random.Generator,
     elevation_range=(35.0, 65.0),
-    turns: float = 2.0,
+    turns: float = 1.0,
+    elevation_cycles: float = 1.5,
 ) -> np.ndarray:
     """`num_views` camera-to-world matrices [M, 4, 4] on a dome shell of the given radius.
 
@@ -63,7 +64,7 @@ def dome_trajectory(
     t = np.arange(num_views) / max(num_views, 1)
     azimuth = 2.0 * math.pi * turns * t + rng.uniform(0, 2 * math.pi)
     lo, hi = elevation_range
-    elevation = np.radians(lo + (hi - lo) * 0.5 * (1.0 - np.cos(2.0 * math.pi * 3.0 * t)))
+    elevation = np.radians(lo + (hi - lo) * 0.5 * (1.0 - np.cos(2.0 * math.pi * elevation_cycles * t)))
     dist = radius * (1.0 + 0.05 * rng.uniform(-1, 1, num_views))
     jitter = 0.05 * wander
     targets = np.stack(

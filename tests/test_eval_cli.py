@@ -1,0 +1,167 @@
+"""Scene loading, its errors, and the unic-lift-eval CLI on a tiny scene folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tyro
+from PIL import Image
+
+from unic_lift_ns.data.label_maps import write_label_map
+from unic_lift_ns.eval.evaluate import (
+    TRACKED,
+    UNTRACKED,
+    evaluate_predictions,
+    evaluate_segmenter_baselines,
+    load_scene_gt,
+)
+from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig
+
+SIZE = 56
+NUM_VIEWS = 8
+
+
+def write_scene(root: Path) -> Path:
+    """Four squares drifting 1 px per view; the simulated segmenter relabels every view at random and leaves
+    the bottom row unlabelled. Even views are eval views."""
+    rng = np.random.default_rng(0)
+    stems = [f"frame_{i:05d}" for i in range(NUM_VIEWS)]
+    for sub in ("images", "instance_masks", "semantic_masks", "gt/instances", "gt/semantics"):
+        (root / sub).mkdir(parents=True)
+    for view, stem in enumerate(stems):
+        gt = np.zeros((SIZE, SIZE), np.int64)
+        for obj in range(4):
+            gt[8 + 8 * obj : 14 + 8 * obj, 4 + 10 * obj + view : 12 + 10 * obj + view] = obj + 1
+        ids, inverse = np.unique(gt, return_inverse=True)
+        segments = (rng.permutation(len(ids)) + 1)[inverse].reshape(gt.shape)
+        semantics = (gt > 0).astype(np.int64)
+        segments[-1], semantics[-1] = 0, 255
+        Image.fromarray((gt * 50).astype(np.uint8)).convert("RGB").save(root / "images" / f"{stem}.png")
+        write_label_map(root / "instance_masks" / f"{stem}.png", segments)
+        write_label_map(root / "semantic_masks" / f"{stem}.png", semantics, bit_depth=8)
+        write_label_map(root / "gt" / "instances" / f"{stem}.png", gt)
+        write_label_map(root / "gt" / "semantics" / f"{stem}.png", gt > 0, bit_depth=8)
+    (root / "split.json").write_text(json.dumps({"train": stems[1::2], "eval": stems[0::2]}))
+    return root
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    return write_scene(tmp_path / "scene")
+
+
+def write_gt_as_prediction(scene: Path, pred_dir: Path, sem_dir: Path) -> None:
+    """Copy the GT of the eval views as .npy predictions."""
+    pred_dir.mkdir(parents=True)
+    sem_dir.mkdir(parents=True)
+    for path in sorted((scene / "gt" / "instances").glob("frame_*.png")):
+        np.save(pred_dir / f"{path.stem}.npy", np.asarray(Image.open(path)).astype(np.int32))
+        shutil.copy(scene / "gt" / "semantics" / path.name, sem_dir / path.name)
+
+
+def test_console_script_scores_baselines(scene: Path) -> None:
+    script = Path(sys.executable).parent / "unic-lift-eval"
+    run = subprocess.run([str(script), "--scene", str(scene)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert TRACKED in run.stdout
+    output = json.loads((scene / "eval" / "results.json").read_text())
+    assert output["eval_views"] == ["frame_00000", "frame_00002", "frame_00004", "frame_00006"]
+    assert set(output["results"]) == {UNTRACKED, TRACKED}
+    untracked, tracked = output["results"][UNTRACKED], output["results"][TRACKED]
+    assert set(tracked) == {
+        "pq_scene",
+        "sq_scene",
+        "rq_scene",
+        "pq_frame",
+        "miou",
+        "num_pred_instances",
+        "num_gt_instances",
+        "num_views",
+    }
+    assert tracked["pq_scene"] > 0.95 and untracked["pq_scene"] < 0.75
+    assert untracked["pq_frame"] == pytest.approx(tracked["pq_frame"])
+    assert (tracked["num_pred_instances"], tracked["num_gt_instances"], tracked["num_views"]) == (4, 4, 4)
+
+
+def test_main_scores_a_prediction_and_keeps_other_files(scene: Path, tmp_path: Path) -> None:
+    pred, pred_sem = tmp_path / "renders" / "instances", tmp_path / "renders" / "semantics"
+    write_gt_as_prediction(scene, pred, pred_sem)
+    keep = [tmp_path / "renders" / "notes.txt", scene / "eval" / "notes.txt"]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep me")
+    args = ["--scene", str(scene), "--pred", str(pred), "--pred-semantics", str(pred_sem), "--no-baselines"]
+    tyro.cli(EvalConfig, args=args).main()
+    output = json.loads((tmp_path / "renders" / "instances_results.json").read_text())
+    result = output["results"][PREDICTION]
+    assert (result["pq_scene"], result["pq_frame"], result["miou"]) == pytest.approx((1.0, 1.0, 1.0))
+    assert all(path.read_text() == "keep me" for path in keep)
+    written = sorted(p.name for p in (tmp_path / "renders").iterdir())
+    assert written == ["instances", "instances_results.json", "notes.txt", "semantics"]
+
+
+def test_class_agnostic_prediction_with_output_json(scene: Path, tmp_path: Path) -> None:
+    pred = tmp_path / "pred"
+    write_gt_as_prediction(scene, pred, tmp_path / "unused")
+    output_json = tmp_path / "new" / "dir" / "scores.json"
+    tyro.cli(EvalConfig, args=["--scene", str(scene), "--pred", str(pred), "--output-json", str(output_json)]).main()
+    output = json.loads(output_json.read_text())
+    assert list(output["results"]) == [UNTRACKED, TRACKED, PREDICTION]
+    # GT background is instance 0, i.e. void in the prediction: only the four objects are scored.
+    assert output["results"][PREDICTION]["pq_scene"] == pytest.approx(1.0)
+    assert output["results"][PREDICTION]["miou"] is None
+
+
+def test_main_rejects_nothing_to_score(scene: Path) -> None:
+    with pytest.raises(ValueError, match="Nothing to score"):
+        EvalConfig(scene=scene, baselines=False).main()
+    with pytest.raises(ValueError, match="--pred-semantics needs --pred"):
+        EvalConfig(scene=scene, pred_semantics=scene / "gt" / "semantics").main()
+
+
+def test_missing_gt_folder_is_named(scene: Path) -> None:
+    shutil.rmtree(scene / "gt")
+    with pytest.raises(FileNotFoundError, match=re.escape(str(scene / "gt"))):
+        load_scene_gt(scene)
+
+
+def test_mismatched_gt_size_is_named(scene: Path) -> None:
+    path = scene / "gt" / "semantics" / "frame_00002.png"
+    write_label_map(path, np.zeros((SIZE, 40), np.int64), bit_depth=8)
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        load_scene_gt(scene)
+
+
+def test_mismatched_prediction_size_names_file_and_sizes(scene: Path, tmp_path: Path) -> None:
+    pred = tmp_path / "pred"
+    write_gt_as_prediction(scene, pred, tmp_path / "sem")
+    path = pred / "frame_00004.npy"
+    np.save(path, np.ones((SIZE, 40), np.int64))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}.*40x{SIZE}.*{SIZE}x{SIZE}"):
+        evaluate_predictions(scene, pred)
+
+
+def test_mismatched_segmenter_size_is_named(scene: Path) -> None:
+    path = scene / "instance_masks" / "frame_00003.png"
+    write_label_map(path, np.ones((SIZE, 40), np.int64))
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        evaluate_segmenter_baselines(scene)
+
+
+def test_non_integer_masks_are_named(scene: Path, tmp_path: Path) -> None:
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    np.save(pred / "frame_00000.npy", np.zeros((SIZE, SIZE), np.float32))
+    with pytest.raises(ValueError, match=re.escape(str(pred / "frame_00000.npy"))):
+        evaluate_predictions(scene, pred)
+    path = scene / "gt" / "instances" / "frame_00000.png"
+    Image.new("RGB", (SIZE, SIZE)).save(path)
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        load_scene_gt(scene)

@@ -1,0 +1,152 @@
+"""PQ^scene, per-frame PQ, mIoU and the tracking baseline on small in-memory label maps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from unic_lift_ns.eval.panoptic import (
+    count_instances,
+    frame_panoptic_quality,
+    scene_panoptic_quality,
+    semantic_miou,
+)
+from unic_lift_ns.eval.tracking import track_segments
+
+
+def moving_objects(num_views: int = 6, num_objects: int = 5, size: int = 64, step: int = 1) -> list[np.ndarray]:
+    """GT instance maps: 8x8 squares on a row, moving ``step`` pixels right per view; 0 = background."""
+    maps = []
+    for view in range(num_views):
+        labels = np.zeros((size, size), np.int64)
+        for obj in range(num_objects):
+            x = 2 + 9 * obj + step * view
+            labels[10 + 4 * obj : 18 + 4 * obj, x : x + 8] = obj + 1
+        maps.append(labels)
+    return maps
+
+
+def relabel_per_view(maps: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
+    """Like a 2D segmenter: every segment, background included, gets a random positive ID per view."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for labels in maps:
+        ids, inverse = np.unique(labels, return_inverse=True)
+        new_ids = rng.permutation(len(ids)) + 1
+        out.append(new_ids[inverse].reshape(labels.shape))
+    return out
+
+
+def semantics_of(gt: list[np.ndarray]) -> list[np.ndarray]:
+    return [(labels > 0).astype(np.int64) for labels in gt]
+
+
+def test_gt_against_itself_is_perfect() -> None:
+    gt = moving_objects()
+    sem = semantics_of(gt)
+    # Class-agnostic: the prediction must label the background too (predicted 0 is void).
+    as_pred = [np.where(labels == 0, 100, labels) for labels in gt]
+    for scores in (
+        scene_panoptic_quality(as_pred, gt),
+        frame_panoptic_quality(as_pred, gt),
+        scene_panoptic_quality(gt, gt, sem, sem),
+        frame_panoptic_quality(gt, gt, sem, sem),
+    ):
+        assert (scores.pq, scores.sq, scores.rq) == pytest.approx((1.0, 1.0, 1.0))
+    assert count_instances(as_pred, gt) == (6, 6)  # 5 objects + the background segment
+    assert count_instances(gt, gt, sem, sem) == (5, 5)
+
+
+def test_ids_permuted_per_view_break_scene_pq_only() -> None:
+    gt = moving_objects(num_views=6, num_objects=5)
+    pred = relabel_per_view(gt)
+    assert frame_panoptic_quality(pred, gt).pq == pytest.approx(1.0)
+    assert scene_panoptic_quality(pred, gt).pq < 0.5
+    sem = semantics_of(gt)
+    # With semantics the background is one stuff segment (instance IDs ignored), so only things suffer.
+    assert frame_panoptic_quality(pred, gt, sem, sem).pq == pytest.approx(1.0)
+    assert scene_panoptic_quality(pred, gt, sem, sem).pq < 0.75
+
+
+def test_scene_pq_hand_computed() -> None:
+    # Two 4x4 views, class-agnostic. GT objects 1 and 2; GT background becomes segment 3 (max ID + 1).
+    gt = [
+        np.array([[1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 0, 0], [0, 0, 0, 0]]),
+        np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+    ]
+    pred = [
+        np.array([[5, 5, 9, 9], [5, 5, 9, 9], [9, 9, 9, 9], [9, 9, 9, 9]]),
+        np.array([[5, 5, 9, 9], [7, 7, 9, 9], [9, 9, 9, 9], [9, 9, 9, 9]]),
+    ]
+    # Merged over both views: GT 1 = 4 + 4 = 8 px, GT 2 = 4 px, GT 3 = 8 + 12 = 20 px;
+    # pred 5 = 4 + 2 = 6 px (all on GT 1), pred 7 = 2 px (on GT 1), pred 9 = 12 + 12 = 24 px (GT 3 + GT 2).
+    #   pred 5 vs GT 1: IoU = 6 / (6 + 8 - 6) = 0.75      > 0.5, TP
+    #   pred 9 vs GT 3: IoU = 20 / (24 + 20 - 20) = 5/6  > 0.5, TP
+    #   pred 7 vs GT 1: IoU = 2 / 8 = 0.25 -> FP;  GT 2 vs pred 9: IoU = 4 / 24 -> FN
+    # SQ = (0.75 + 5/6) / 2 = 19/24, RQ = 2 / (2 + 0.5 + 0.5) = 2/3, PQ = SQ * RQ = 19/36.
+    scores = scene_panoptic_quality(pred, gt)
+    assert (scores.pq, scores.sq, scores.rq) == pytest.approx((19 / 36, 19 / 24, 2 / 3))
+    # Per frame, view 0: pred 5 = GT 1 (IoU 1), pred 9 vs GT 3 IoU 8/12 -> 2 TP, GT 2 FN.
+    # View 1: pred 5 and pred 7 each have IoU 2/4 = 0.5 with GT 1, which is not > 0.5 -> 2 FP, 1 FN;
+    # pred 9 = GT 3 (IoU 1) -> 1 TP. Pooled: PQ = (1 + 2/3 + 1) / (3 + 0.5 * 2 + 0.5 * 2) = 8/15.
+    assert frame_panoptic_quality(pred, gt).pq == pytest.approx(8 / 15)
+    assert count_instances(pred, gt) == (3, 3)
+
+
+def test_semantic_mode_conventions() -> None:
+    gt = [np.array([[0, 0, 1, 1], [0, 0, 1, 1]])]
+    sem = [np.array([[0, 0, 1, 1], [0, 0, 1, 1]])]
+    # Stuff pixels may carry any instance ID (even 0): they form one background segment.
+    pred = [np.array([[0, 4, 3, 3], [8, 0, 3, 3]])]
+    assert scene_panoptic_quality(pred, gt, sem, sem).pq == pytest.approx(1.0)
+    # Thing pixels with instance 0 are void: they neither match nor count as false positives.
+    pred_void = [np.array([[0, 0, 0, 0], [0, 0, 0, 0]])]
+    scores = scene_panoptic_quality(pred_void, gt, sem, sem)
+    assert scores.pq == pytest.approx(1.0)  # only the stuff class is left to score
+    with pytest.raises(ValueError, match="gt_semantics"):
+        scene_panoptic_quality(pred, gt, sem, None)
+
+
+def test_shape_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="View 1"):
+        scene_panoptic_quality([np.ones((4, 4))] * 2, [np.ones((4, 4)), np.ones((4, 5))])
+
+
+def test_semantic_miou() -> None:
+    gt = [np.array([[0, 0, 1, 1, 255]])]
+    pred = [np.array([[0, 1, 1, 255, 1]])]
+    # class 0: I = 1, U = 2 + 1 - 1 = 2; class 1: I = 1, U = 2 + 2 - 1 = 3 (unlabelled 255 counts as wrong,
+    # the GT-ignored last pixel is skipped) -> mIoU = (1/2 + 1/3) / 2.
+    assert semantic_miou(pred, gt) == pytest.approx(5 / 12)
+
+
+def test_tracking_recovers_consistent_ids() -> None:
+    gt = moving_objects(num_views=8, num_objects=5, step=1)
+    segmenter = relabel_per_view(gt, seed=1)
+    segmenter[3][0, :4] = 0  # a few unlabelled pixels stay unlabelled
+    tracked = track_segments(segmenter)
+    assert (tracked[3][0, :4] == 0).all()
+    assert scene_panoptic_quality(segmenter, gt, unlabelled=0).pq < 0.5
+    assert scene_panoptic_quality(tracked, gt, unlabelled=0).pq > 0.99
+    # One global bijection between track IDs and GT IDs.
+    pairs = {(int(t), int(g)) for tm, gm in zip(tracked, gt) for t, g in zip(tm.ravel(), gm.ravel()) if t}
+    assert len(pairs) == len({t for t, _ in pairs}) == len({g for _, g in pairs}) == 6
+
+
+def test_tracking_starts_new_tracks_below_min_iou() -> None:
+    first = np.zeros((8, 8), np.int64)
+    first[:4, :4] = 3
+    second = np.zeros((8, 8), np.int64)
+    second[:4, 3:7] = 5  # IoU with the previous square: 4 / 28 = 1/7
+    assert [int(m.max()) for m in track_segments([first, second], min_iou=0.1)] == [1, 1]
+    assert [int(m.max()) for m in track_segments([first, second], min_iou=0.2)] == [1, 2]
+
+
+def test_predicted_zero_is_a_segment_unless_declared_unlabelled():
+    gt = [np.array([[1, 1, 2, 2]] * 4)]
+    pred = [np.array([[0, 0, 0, 0]] * 4)]  # label 0 everywhere: one segment covering both objects
+    assert scene_panoptic_quality(pred, gt).pq == 0.0
+    # Declared unlabelled, it is void: nothing is predicted and nothing is penalised by torchmetrics.
+    assert math.isnan(scene_panoptic_quality(pred, gt, unlabelled=0).pq)

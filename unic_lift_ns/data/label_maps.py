@@ -1,0 +1,85 @@
+"""Reading and writing integer label maps (instance / semantic masks).
+
+A label map is a single-channel HxW integer image. On disk it is either an 8- or 16-bit grayscale PNG
+(or another single-channel integer image Pillow can read) or a ``.npy`` integer array. Everything is
+returned as ``int64`` so that callers never have to care about the storage type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+LABEL_MAP_SUFFIXES = (".png", ".npy")
+"""Suffixes tried, in order, by :func:`find_label_map`."""
+
+_INTEGER_MODES = {"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+"""Pillow image modes that hold one integer channel."""
+
+
+def read_label_map(path: Path) -> np.ndarray:
+    """Read a label map as an ``int64`` array of shape (H, W).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file does not hold a single-channel integer image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Label map not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"Cannot read label map {path}: {err}") from err
+        if labels.dtype.kind not in "biu":
+            raise ValueError(f"Label map {path} must hold integers, got dtype {labels.dtype}")
+    else:
+        with Image.open(path) as image:
+            if image.mode not in _INTEGER_MODES:
+                raise ValueError(
+                    f"Label map {path} must be a single-channel integer image (8/16-bit grayscale), "
+                    f"got Pillow mode {image.mode!r}"
+                )
+            labels = np.asarray(image)
+    if labels.ndim != 2:
+        raise ValueError(f"Label map {path} must have shape (H, W), got {labels.shape}")
+    return labels.astype(np.int64)
+
+
+def find_label_map(folder: Path, stem: str) -> Path:
+    """Return the label map of a view in ``folder``: ``<stem>.png`` if present, else ``<stem>.npy``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Label map folder not found: {folder}")
+    for suffix in LABEL_MAP_SUFFIXES:
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"No label map for view {stem!r} in {folder} (tried {', '.join(LABEL_MAP_SUFFIXES)})")
+
+
+def write_label_map(path: Path, labels: np.ndarray, bit_depth: Literal[8, 16] = 16) -> None:
+    """Write a non-negative integer (H, W) label map as an 8- or 16-bit grayscale PNG.
+
+    Raises:
+        ValueError: if ``path`` is not a ``.png``, or ``labels`` is not a 2D integer array whose values
+            fit in ``bit_depth`` bits.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if path.suffix != ".png":
+        raise ValueError(f"Label maps are written as PNG, got {path}")
+    if labels.dtype.kind not in "biu" or labels.ndim != 2:
+        raise ValueError(f"Label map for {path} must be a 2D integer array, got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= 2**bit_depth):
+        raise ValueError(
+            f"Labels of {path} span [{labels.min()}, {labels.max()}], which does not fit a {bit_depth}-bit PNG"
+        )
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    Image.fromarray(labels.astype(dtype)).save(path)

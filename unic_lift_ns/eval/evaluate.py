@@ -1,0 +1,194 @@
+"""Score predicted instance label maps of a scene folder against its ground truth.
+
+Scene folder layout (as written by ``unic-lift-synth``)::
+
+    SCENE/split.json                 {"train": [stems], "eval": [stems]}, stems in capture order
+    SCENE/gt/instances/<stem>.png    consistent IDs across views: 0 = background, 1..N = objects
+    SCENE/gt/semantics/<stem>.png    0 = background, 1 = object
+    SCENE/instance_masks/<stem>.png  2D segmenter, arbitrary per-view IDs, 0 = unlabelled
+    SCENE/semantic_masks/<stem>.png  2D segmenter, 0 = background, 1 = object, 255 = unlabelled
+
+Predictions are a folder with one instance label map ``<stem>.png`` or ``<stem>.npy`` per eval view, and
+optionally a folder of semantic maps with the same stems. See :mod:`unic_lift_ns.eval.panoptic` for how
+they are scored with and without predicted semantics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from unic_lift_ns.data.label_maps import find_label_map, read_label_map
+from unic_lift_ns.eval.panoptic import (
+    count_instances,
+    frame_panoptic_quality,
+    scene_panoptic_quality,
+    semantic_miou,
+)
+from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU, track_segments
+
+UNTRACKED = "2D segmenter (untracked)"
+"""Name of the baseline scoring the raw 2D segmenter masks."""
+TRACKED = "2D segmenter + tracking"
+"""Name of the baseline scoring the 2D segmenter masks after Hungarian tracking."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Scores of one method on one scene. Qualities are in [0, 1]."""
+
+    pq_scene: float
+    """Scene-level panoptic quality (segments merged across views)."""
+    sq_scene: float
+    """Scene-level segmentation quality."""
+    rq_scene: float
+    """Scene-level recognition quality."""
+    pq_frame: float
+    """Per-frame panoptic quality (counts pooled over views)."""
+    miou: Optional[float]
+    """Semantic mean IoU over background and object; None when no semantics were predicted."""
+    num_pred_instances: int
+    """Distinct predicted thing segments over all eval views."""
+    num_gt_instances: int
+    """Distinct GT thing segments over all eval views."""
+    num_views: int
+    """Number of eval views scored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, e.g. for JSON."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SceneGT:
+    """Ground truth of the eval views of a scene."""
+
+    eval_stems: list[str]
+    """Eval view stems, in capture order."""
+    all_stems: list[str]
+    """All view stems (train and eval), in capture order."""
+    instances: list[np.ndarray]
+    """GT instance maps of the eval views."""
+    semantics: list[np.ndarray]
+    """GT semantic maps of the eval views."""
+
+
+def load_split(scene_dir: Path) -> tuple[list[str], list[str]]:
+    """Read ``split.json``: the eval stems and all (train + eval) stems, both in capture order."""
+    path = Path(scene_dir) / "split.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"Split file not found: {path}")
+    split = json.loads(path.read_text())
+    if not isinstance(split, dict) or not split.get("eval"):
+        raise ValueError(f"{path} must hold a non-empty 'eval' list of view stems")
+    eval_stems = list(split["eval"])
+    return eval_stems, sorted(set(eval_stems) | set(split.get("train", [])))
+
+
+def load_scene_gt(scene_dir: Path, progress: bool = False) -> SceneGT:
+    """Load the GT instance and semantic maps of the eval views of a scene."""
+    scene_dir = Path(scene_dir)
+    eval_stems, all_stems = load_split(scene_dir)
+    gt_dir = scene_dir / "gt"
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"Ground-truth folder not found: {gt_dir}")
+    instances = load_label_maps(gt_dir / "instances", eval_stems, progress=progress)
+    semantics = load_label_maps(gt_dir / "semantics", eval_stems, like=instances, progress=progress)
+    return SceneGT(eval_stems, all_stems, instances, semantics)
+
+
+def load_label_maps(
+    folder: Path, stems: Sequence[str], like: Optional[Sequence[np.ndarray]] = None, progress: bool = False
+) -> list[np.ndarray]:
+    """Read the label maps of ``stems`` from ``folder``; if ``like`` is given, each must match its shape."""
+    bar = tqdm(stems, desc=f"Reading {folder}", disable=not progress, leave=False)
+    maps = [read_label_map(find_label_map(folder, stem)) for stem in bar]
+    if like is not None:
+        _check_sizes(folder, stems, maps, like, "the ground truth")
+    return maps
+
+
+def score(
+    pred_instances: Sequence[np.ndarray],
+    gt: SceneGT,
+    pred_semantics: Optional[Sequence[np.ndarray]] = None,
+    unlabelled: Optional[int] = None,
+) -> EvalResult:
+    """Score predicted maps of the eval views (in ``gt.eval_stems`` order); ``unlabelled`` is a void ID."""
+    gt_semantics = gt.semantics if pred_semantics is not None else None
+    args = (pred_instances, gt.instances, pred_semantics, gt_semantics, unlabelled)
+    scene = scene_panoptic_quality(*args)
+    frame = frame_panoptic_quality(*args)
+    num_pred, num_gt = count_instances(*args)
+    return EvalResult(
+        pq_scene=scene.pq,
+        sq_scene=scene.sq,
+        rq_scene=scene.rq,
+        pq_frame=frame.pq,
+        miou=None if pred_semantics is None else semantic_miou(pred_semantics, gt.semantics),
+        num_pred_instances=num_pred,
+        num_gt_instances=num_gt,
+        num_views=len(gt.eval_stems),
+    )
+
+
+def evaluate_predictions(
+    scene_dir: Path,
+    pred_dir: Path,
+    pred_semantics_dir: Optional[Path] = None,
+    gt: Optional[SceneGT] = None,
+    progress: bool = False,
+    unlabelled: Optional[int] = None,
+) -> EvalResult:
+    """Score the predicted instance (and optionally semantic) maps in ``pred_dir`` on the eval views."""
+    gt = gt or load_scene_gt(scene_dir, progress)
+    pred_instances = load_label_maps(Path(pred_dir), gt.eval_stems, like=gt.instances, progress=progress)
+    pred_semantics = None
+    if pred_semantics_dir is not None:
+        pred_semantics = load_label_maps(Path(pred_semantics_dir), gt.eval_stems, like=gt.instances, progress=progress)
+    return score(pred_instances, gt, pred_semantics, unlabelled)
+
+
+def evaluate_segmenter_baselines(
+    scene_dir: Path, min_iou: float = DEFAULT_MIN_IOU, gt: Optional[SceneGT] = None, progress: bool = False
+) -> dict[str, EvalResult]:
+    """Score the scene's own 2D segmenter masks on the eval views, untracked and tracked.
+
+    Tracking runs over all views (train and eval) in capture order, then the eval views are scored.
+    """
+    scene_dir = Path(scene_dir)
+    gt = gt or load_scene_gt(scene_dir, progress)
+    masks_dir = scene_dir / "instance_masks"
+    masks = load_label_maps(masks_dir, gt.all_stems, progress=progress)
+    _check_sizes(masks_dir, gt.all_stems, masks, [masks[0]] * len(masks), "the first view (tracking needs one size)")
+    eval_index = [gt.all_stems.index(stem) for stem in gt.eval_stems]
+    untracked = [masks[i] for i in eval_index]
+    _check_sizes(masks_dir, gt.eval_stems, untracked, gt.instances, "the ground truth")
+    semantics = load_label_maps(scene_dir / "semantic_masks", gt.eval_stems, like=gt.instances, progress=progress)
+    tracked = track_segments(masks, min_iou)
+    return {
+        UNTRACKED: score(untracked, gt, semantics, unlabelled=0),
+        TRACKED: score([tracked[i] for i in eval_index], gt, semantics, unlabelled=0),
+    }
+
+
+def _check_sizes(
+    folder: Path, stems: Sequence[str], maps: Sequence[np.ndarray], expected: Sequence[np.ndarray], reference: str
+) -> None:
+    """Raise a ValueError naming the file of the first map whose size differs from its ``expected`` map."""
+    for stem, labels, other in zip(stems, maps, expected):
+        if labels.shape != other.shape:
+            path = find_label_map(folder, stem)
+            raise ValueError(f"{path} has size {_size(labels)}, expected {_size(other)}, the size of {reference}")
+
+
+def _size(labels: np.ndarray) -> str:
+    """Size as WxH, like image viewers show it."""
+    height, width = labels.shape
+    return f"{width}x{height}"

@@ -1,0 +1,118 @@
+"""unic-lift-eval: score instance label maps of a scene with PQ^scene, per-frame PQ and mIoU.
+
+Example (scores only the scene's own 2D segmenter, untracked and tracked)::
+
+    unic-lift-eval --scene assets/demo
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.table import Table
+
+from unic_lift_ns.eval.evaluate import EvalResult, evaluate_predictions, evaluate_segmenter_baselines, load_scene_gt
+from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
+
+PREDICTION = "prediction"
+"""Name under which the scores of ``--pred`` are reported."""
+
+
+@dataclass
+class EvalConfig:
+    """Score predicted instance maps (and the scene's 2D segmenter baselines) against a scene's ground truth."""
+
+    scene: Path
+    """Scene folder with split.json, gt/, instance_masks/ and semantic_masks/ (as written by unic-lift-synth)."""
+    pred: Optional[Path] = None
+    """Folder of predicted instance maps, <stem>.png or <stem>.npy per eval view."""
+    pred_semantics: Optional[Path] = None
+    """Folder of predicted semantic maps (0 = background, 1 = object); without it, scoring is class-agnostic."""
+    unlabelled_id: Optional[int] = None
+    """Predicted ID that means 'unlabelled' (void, not scored). By default every ID, 0 included, is a segment."""
+    baselines: bool = True
+    """Also score the scene's 2D segmenter masks, untracked and with Hungarian tracking."""
+    tracking_min_iou: float = DEFAULT_MIN_IOU
+    """Minimum IoU for the tracking baseline to link segments of consecutive views."""
+    output_json: Optional[Path] = None
+    """Where to write the results; default SCENE/eval/results.json, or PRED_results.json next to --pred."""
+
+    def main(self) -> None:
+        """Score, print a table and write the JSON."""
+        if self.pred is None and not self.baselines:
+            raise ValueError("Nothing to score: pass --pred and/or --baselines")
+        if self.pred_semantics is not None and self.pred is None:
+            raise ValueError("--pred-semantics needs --pred")
+        gt = load_scene_gt(self.scene, progress=True)
+        results: dict[str, EvalResult] = {}
+        if self.baselines:
+            results.update(evaluate_segmenter_baselines(self.scene, self.tracking_min_iou, gt=gt, progress=True))
+        if self.pred is not None:
+            results[PREDICTION] = evaluate_predictions(
+                self.scene, self.pred, self.pred_semantics, gt=gt, progress=True, unlabelled=self.unlabelled_id
+            )
+        CONSOLE.print(results_table(results, title=f"{self.scene} ({len(gt.eval_stems)} eval views)"))
+        output = {
+            "scene": str(self.scene),
+            "pred": None if self.pred is None else str(self.pred),
+            "pred_semantics": None if self.pred_semantics is None else str(self.pred_semantics),
+            "tracking_min_iou": self.tracking_min_iou if self.baselines else None,
+            "eval_views": gt.eval_stems,
+            "results": {name: result.to_dict() for name, result in results.items()},
+        }
+        path = self.output_json or self.default_output_json()
+        write_json(path, output)
+        CONSOLE.print(f"Saved results to: {path}")
+
+    def default_output_json(self) -> Path:
+        """SCENE/eval/results.json, or PRED_results.json next to the --pred folder."""
+        if self.pred is None:
+            return self.scene / "eval" / "results.json"
+        pred = self.pred.resolve()
+        return pred.with_name(f"{pred.name}_results.json")
+
+
+def results_table(results: dict[str, EvalResult], title: str) -> Table:
+    """One row per method; qualities in percent."""
+    table = Table(title=title)
+    table.add_column("Method")
+    for column in ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "#pred/#GT inst."):
+        table.add_column(column, justify="right")
+    for name, r in results.items():
+        qualities = (r.pq_scene, r.sq_scene, r.rq_scene, r.pq_frame, r.miou)
+        cells = ["-" if q is None or math.isnan(q) else f"{100 * q:.1f}" for q in qualities]
+        table.add_row(name, *cells, f"{r.num_pred_instances}/{r.num_gt_instances}")
+    return table
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file, creating parent folders; nothing else is touched."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--output-json must be a file path, got the folder {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", "utf8")
+    os.replace(tmp, path)
+
+
+def entrypoint() -> None:
+    """Entrypoint for use with pyproject scripts."""
+    tyro.extras.set_accent_color("bright_yellow")
+    config = tyro.cli(EvalConfig)
+    try:
+        config.main()
+    except (FileNotFoundError, ValueError, IsADirectoryError) as err:
+        CONSOLE.print(f"[bold red]unic-lift-eval: {err}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    entrypoint()
