@@ -61,7 +61,7 @@ class SynthConfig:
     """Floor side in metres for 25 objects; the floor area grows linearly with the number of objects."""
     camera_distance_25: float = 1.6
     """Camera distance in metres for 25 objects; it grows with sqrt(N/25)."""
-    focal_25: float = 1.0
+    focal_25: float = 1.4
     """Focal length in units of the image width for 25 objects; it grows with sqrt(N/25)."""
     overwrite: bool = False
     """Replace an existing output folder (only after the new scene has been written completely)."""
