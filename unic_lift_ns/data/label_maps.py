@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import Tensor
 
 LABEL_MAP_SUFFIXES = (".png", ".npy")
 """Suffixes tried, in order, by :func:`find_label_map`."""
@@ -48,6 +50,28 @@ def read_label_map(path: Path) -> np.ndarray:
     if labels.ndim != 2:
         raise ValueError(f"Label map {path} must have shape (H, W), got {labels.shape}")
     return labels.astype(np.int64)
+
+
+def resize_label_map(labels: Tensor, height: int, width: int) -> Tensor:
+    """Resize a label map of shape (..., H, W) to (..., height, width) by nearest-neighbour sampling.
+
+    Every output pixel takes the label of the input pixel under its centre, so labels are never averaged
+    and the output holds a subset of the input's labels. Works for up- and down-scaling by any factor.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"Cannot resize a label map to {width}x{height}")
+    in_height, in_width = labels.shape[-2:]
+    if (in_height, in_width) == (height, width):
+        return labels
+    rows = _nearest_source_indices(in_height, height, labels.device)
+    cols = _nearest_source_indices(in_width, width, labels.device)
+    return labels[..., rows[:, None], cols[None, :]]
+
+
+def _nearest_source_indices(in_size: int, out_size: int, device: torch.device) -> Tensor:
+    """Index of the input pixel under the centre of each output pixel along one axis."""
+    centres = (torch.arange(out_size, device=device, dtype=torch.float64) + 0.5) * (in_size / out_size)
+    return centres.floor().long().clamp(max=in_size - 1)
 
 
 def find_label_map(folder: Path, stem: str) -> Path:

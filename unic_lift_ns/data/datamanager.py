@@ -1,0 +1,181 @@
+"""Full-image datamanager that serves UniC-Lift's instance and semantic masks with each image.
+
+Masks go through the same steps as their image: nearest-neighbour resizing to the loaded image size (see
+:class:`~unic_lift_ns.data.dataset.UniCLiftDataset`), undistortion of perspective cameras with the image's new
+intrinsics and crop (nearest-neighbour), caching and moving to the model's device.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import cv2
+import numpy as np
+import torch
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from unic_lift_ns.data.dataset import MASK_IGNORE_VALUES, UniCLiftDataset
+from unic_lift_ns.data.label_maps import read_label_map
+
+
+@dataclass
+class UniCLiftDataManagerConfig(FullImageDatamanagerConfig):
+    """Full images with per-view instance masks (and optional semantic masks), for any dataparser."""
+
+    _target: Type = field(default_factory=lambda: UniCLiftDataManager)
+    dataparser: AnnotatedDataParserUnion = field(
+        default_factory=lambda: NerfstudioDataParserConfig(load_3D_points=True)
+    )
+    """Any dataparser works: masks are looked up by image file name only."""
+    cache_images: Literal["cpu", "gpu"] = "gpu"
+    """Where images and masks are cached: "gpu" means on the model's device (the CPU on a machine without
+    CUDA), "cpu" in pinned host memory (plain host memory without CUDA), copied to the device per batch."""
+    instance_mask_dir: Path = Path("instance_masks")
+    """Folder of the per-view instance masks (<image stem>.png, 8/16-bit, or .npy; 0 = ignore), relative to the
+    parent of each image's folder (DATA/images/x.png -> DATA/instance_masks/x.png), or absolute."""
+    semantic_mask_dir: Optional[Path] = Path("semantic_masks")
+    """Folder of the semantic masks (255 = ignore), located like instance_mask_dir and used only where it exists;
+    None disables semantic masks."""
+    mask_fraction: float = 1.0
+    """Keep the masks (instance and semantic) of only this fraction of the train views that have one, chosen with
+    mask_seed; the others train on RGB only. Eval views keep theirs."""
+    mask_seed: int = 0
+    """Seed of the choice of train views that keep their masks when mask_fraction < 1."""
+
+
+class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
+    """FullImageDatamanager whose batches also hold ``instance_mask`` and, where present, ``semantic_mask``
+    (int64 [H, W] on the model's device). Views without a mask file train on RGB only."""
+
+    config: UniCLiftDataManagerConfig
+
+    def __init__(
+        self,
+        config: UniCLiftDataManagerConfig,
+        device: torch.device | str = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        **kwargs,
+    ):
+        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        if test_mode != "inference" and not any(self.train_dataset.instance_mask_paths):
+            folders = self.train_dataset.instance_mask_folders
+            state = "has no masks for them" if any(folder.is_dir() for folder in folders) else "does not exist"
+            raise FileNotFoundError(
+                f"No instance mask for any of the {len(self.train_dataset)} train images: mask folder "
+                f"{', '.join(str(folder) for folder in folders)} {state}. Put <image stem>.png or .npy masks there "
+                "or point --pipeline.datamanager.instance-mask-dir to them."
+            )
+        # The model reads this from its metadata to refuse masks with more segments than 2^d labels.
+        self.train_dataset.metadata["segment_counts"] = self.segment_counts if test_mode != "inference" else {}
+        summaries = [_mask_summary("train", self.train_dataset), _mask_summary("eval", self.eval_dataset)]
+        CONSOLE.log(f"UniC-Lift masks: {'; '.join(summaries)} (views without an instance mask use RGB only)")
+
+    def create_train_dataset(self) -> UniCLiftDataset:
+        return self.dataset_type(
+            dataparser_outputs=self.train_dataparser_outputs,
+            scale_factor=self.config.camera_res_scale_factor,
+            instance_mask_dir=self.config.instance_mask_dir,
+            semantic_mask_dir=self.config.semantic_mask_dir,
+            mask_fraction=self.config.mask_fraction,
+            mask_seed=self.config.mask_seed,
+        )
+
+    def create_eval_dataset(self) -> UniCLiftDataset:
+        return self.dataset_type(
+            dataparser_outputs=self.dataparser.get_dataparser_outputs(split=self.test_split),
+            scale_factor=self.config.camera_res_scale_factor,
+            instance_mask_dir=self.config.instance_mask_dir,
+            semantic_mask_dir=self.config.semantic_mask_dir,
+        )
+
+    @cached_property
+    def segment_counts(self) -> Dict[Path, int]:
+        """Number of distinct non-zero instance IDs in each train mask file in use."""
+        return {
+            path: int(np.count_nonzero(np.unique(read_label_map(path))))
+            for path in self.train_dataset.instance_mask_paths
+            if path is not None
+        }
+
+    def _load_images(
+        self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]
+    ) -> List[Dict[str, torch.Tensor]]:
+        """Cache images as nerfstudio does, then undistort, crop and place the masks like their images."""
+        dataset = self.train_dataset if split == "train" else self.eval_dataset
+        distorted_cameras = deepcopy(dataset.cameras)
+        if cache_images_device == "cpu" and not torch.cuda.is_available():
+            cache_images_device = "gpu"  # pinning needs CUDA; without it the device is the CPU anyway
+        cache = super()._load_images(split, cache_images_device)
+        for idx, data in enumerate(cache):
+            camera = distorted_cameras[idx].reshape(())
+            distortion = camera.distortion_params
+            if distortion is not None and torch.any(distortion != 0):
+                _undistort_masks(data, camera)
+            for key in MASK_IGNORE_VALUES:
+                if key not in data:
+                    continue
+                assert data[key].shape == data["image"].shape[:2], f"{key} of view {idx} does not match its image"
+                data[key] = data[key].pin_memory() if cache_images_device == "cpu" else data[key].to(self.device)
+        return cache
+
+    def next_train(self, step: int) -> Tuple[Cameras, Dict]:
+        camera, data = super().next_train(step)
+        return camera, self._masks_to_device(data)
+
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
+        camera, data = super().next_eval_image(step)
+        return camera, self._masks_to_device(data)
+
+    @property
+    def fixed_indices_eval_dataloader(self) -> List[Tuple[Cameras, Dict]]:
+        return [(camera, self._masks_to_device(data)) for camera, data in super().fixed_indices_eval_dataloader]
+
+    def _masks_to_device(self, data: Dict) -> Dict:
+        """Move the masks of a (copied) batch to the model's device, as nerfstudio does with the image."""
+        for key in MASK_IGNORE_VALUES:
+            if key in data:
+                data[key] = data[key].to(self.device)
+        return data
+
+
+def _undistort_masks(data: Dict, camera: Cameras) -> None:
+    """Undistort a view's masks in place exactly like nerfstudio undistorts its perspective image (same new
+    intrinsics and crop), but with nearest-neighbour sampling; pixels that map outside the mask get the ignore value."""
+    if not any(key in data for key in MASK_IGNORE_VALUES):
+        return
+    k1, k2, k3, k4, p1, p2 = camera.distortion_params.tolist()
+    opencv_distortion = np.array([k1, k2, p1, p2, k3, k4, 0.0, 0.0])
+    intrinsics = camera.get_intrinsics_matrices().numpy()
+    intrinsics[:2, 2] -= 0.5  # OpenCV puts pixel centres at integer coordinates
+    size = (int(camera.width.item()), int(camera.height.item()))
+    new_intrinsics, (x, y, w, h) = cv2.getOptimalNewCameraMatrix(intrinsics, opencv_distortion, size, 0)
+    map_x, map_y = cv2.initUndistortRectifyMap(intrinsics, opencv_distortion, None, new_intrinsics, size, cv2.CV_32FC1)
+    cols = torch.from_numpy(np.rint(map_x[y : y + h, x : x + w])).long()
+    rows = torch.from_numpy(np.rint(map_y[y : y + h, x : x + w])).long()
+    inside = (cols >= 0) & (cols < size[0]) & (rows >= 0) & (rows < size[1])
+    for key, ignore in MASK_IGNORE_VALUES.items():
+        if key in data:
+            undistorted = torch.full((h, w), ignore, dtype=torch.int64)
+            undistorted[inside] = data[key][rows[inside], cols[inside]]
+            data[key] = undistorted
+
+
+def _mask_summary(split: str, dataset: UniCLiftDataset) -> str:
+    """How many views of a split have no instance mask (they use RGB only) and how many a semantic mask."""
+    num_without = sum(path is None for path in dataset.instance_mask_paths)
+    num_semantic = sum(path is not None for path in dataset.semantic_mask_paths)
+    dropped = f" ({dataset.num_dropped_masks} dropped by mask_fraction)" if dataset.num_dropped_masks else ""
+    return (
+        f"{num_without} of {len(dataset)} {split} views without an instance mask{dropped}, "
+        f"{num_semantic} with a semantic mask"
+    )
