@@ -12,11 +12,11 @@ from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
 from unic_lift_ns.model import UniCLiftModelConfig
+from unic_lift_ns.pipeline import UniCLiftPipelineConfig
 
 MAX_STEPS = 30000
 
@@ -35,7 +35,7 @@ def unic_lift_trainer_config() -> TrainerConfig:
         steps_per_eval_all_images=1000,
         max_num_iterations=MAX_STEPS,
         mixed_precision=False,
-        pipeline=VanillaPipelineConfig(
+        pipeline=UniCLiftPipelineConfig(
             datamanager=UniCLiftDataManagerConfig(cache_images_type="uint8"),
             model=UniCLiftModelConfig(),
         ),

@@ -59,6 +59,8 @@ class EvalResult:
     """Distinct GT thing segments over all eval views."""
     num_views: int
     """Number of eval views scored."""
+    psnr: Optional[float] = None
+    """Mean PSNR of the rendered eval views, when a model was rendered."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, e.g. for JSON."""

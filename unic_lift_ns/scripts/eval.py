@@ -30,8 +30,13 @@ PREDICTION = "prediction"
 class EvalConfig:
     """Score predicted instance maps (and the scene's 2D segmenter baselines) against a scene's ground truth."""
 
-    scene: Path
-    """Scene folder with split.json, gt/, instance_masks/ and semantic_masks/ (as written by unic-lift-synth)."""
+    scene: Optional[Path] = None
+    """Scene folder with split.json, gt/, instance_masks/ and semantic_masks/ (as written by unic-lift-synth);
+    defaults to the data folder of --load-config."""
+    load_config: Optional[Path] = None
+    """config.yml of a trained unic-lift run: render its eval views, decode labels and score them with PSNR."""
+    save_labels: Optional[Path] = None
+    """With --load-config: also write the decoded label maps (instances/, semantics/) to this folder."""
     pred: Optional[Path] = None
     """Folder of predicted instance maps, <stem>.png or <stem>.npy per eval view."""
     pred_semantics: Optional[Path] = None
@@ -47,12 +52,18 @@ class EvalConfig:
 
     def main(self) -> None:
         """Score, print a table and write the JSON."""
-        if self.pred is None and not self.baselines:
-            raise ValueError("Nothing to score: pass --pred and/or --baselines")
+        if self.pred is None and self.load_config is None and not self.baselines:
+            raise ValueError("Nothing to score: pass --pred, --load-config and/or --baselines")
         if self.pred_semantics is not None and self.pred is None:
             raise ValueError("--pred-semantics needs --pred")
-        gt = load_scene_gt(self.scene, progress=True)
         results: dict[str, EvalResult] = {}
+        if self.load_config is not None:
+            name, result, scene = self.score_checkpoint()
+            results[name] = result
+            self.scene = self.scene or scene
+        if self.scene is None:
+            raise ValueError("--scene is required (or --load-config, whose data folder is then used)")
+        gt = load_scene_gt(self.scene, progress=True)
         if self.baselines:
             results.update(evaluate_segmenter_baselines(self.scene, self.tracking_min_iou, gt=gt, progress=True))
         if self.pred is not None:
@@ -62,6 +73,7 @@ class EvalConfig:
         CONSOLE.print(results_table(results, title=f"{self.scene} ({len(gt.eval_stems)} eval views)"))
         output = {
             "scene": str(self.scene),
+            "load_config": None if self.load_config is None else str(self.load_config),
             "pred": None if self.pred is None else str(self.pred),
             "pred_semantics": None if self.pred_semantics is None else str(self.pred_semantics),
             "tracking_min_iou": self.tracking_min_iou if self.baselines else None,
@@ -72,8 +84,28 @@ class EvalConfig:
         write_json(path, output)
         CONSOLE.print(f"Saved results to: {path}")
 
+    def score_checkpoint(self) -> tuple[str, EvalResult, Path]:
+        """Render and score the eval views of --load-config; returns (method name, result, data folder)."""
+        from nerfstudio.utils.eval_utils import eval_setup
+
+        from unic_lift_ns.eval.render import render_eval_views
+        from unic_lift_ns.pipeline import score_rendered
+
+        if not self.load_config.is_file():
+            raise FileNotFoundError(f"--load-config: no such file {self.load_config}")
+        config, pipeline, _, step = eval_setup(self.load_config, test_mode="test")
+        scene = self.scene or pipeline.scene_dir
+        if scene is None:
+            raise ValueError(f"{self.load_config} names no data folder; pass --scene")
+        rendered = render_eval_views(pipeline)
+        if self.save_labels is not None:
+            rendered.save(self.save_labels)
+        return f"{config.method_name} (step {step})", score_rendered(rendered, scene), Path(scene)
+
     def default_output_json(self) -> Path:
-        """SCENE/eval/results.json, or PRED_results.json next to the --pred folder."""
+        """SCENE/eval/results.json, PRED_results.json next to --pred, or eval_results.json next to --load-config."""
+        if self.load_config is not None:
+            return self.load_config.parent / "eval_results.json"
         if self.pred is None:
             return self.scene / "eval" / "results.json"
         pred = self.pred.resolve()
@@ -84,11 +116,12 @@ def results_table(results: dict[str, EvalResult], title: str) -> Table:
     """One row per method; qualities in percent."""
     table = Table(title=title)
     table.add_column("Method")
-    for column in ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "#pred/#GT inst."):
+    for column in ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "PSNR", "#pred/#GT inst."):
         table.add_column(column, justify="right")
     for name, r in results.items():
         qualities = (r.pq_scene, r.sq_scene, r.rq_scene, r.pq_frame, r.miou)
         cells = ["-" if q is None or math.isnan(q) else f"{100 * q:.1f}" for q in qualities]
+        cells.append("-" if r.psnr is None else f"{r.psnr:.2f}")
         table.add_row(name, *cells, f"{r.num_pred_instances}/{r.num_gt_instances}")
     return table
 

@@ -1,0 +1,146 @@
+"""UniCLiftModel on CPU: outputs, gradient isolation, densification alignment, checkpoints, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gsplat.strategy.ops import duplicate, remove, split
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.scene_box import SceneBox
+
+from unic_lift_ns.labels import label_palette
+from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.synth.cameras import look_at
+
+SEG_LOSSES = ("cluster_loss", "triplet_loss", "neighbour_loss", "semantic_loss")
+GEOMETRY = ("means", "scales", "quats", "opacities", "features_dc", "features_rest")
+
+
+def make_model(num_points: int = 300, seed: int = 0, metadata=None, **overrides) -> UniCLiftModel:
+    torch.manual_seed(seed)
+    points = torch.rand(num_points, 3) * 0.6 - 0.3
+    colors = torch.randint(0, 256, (num_points, 3))
+    config = UniCLiftModelConfig(**overrides)
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    return config.setup(scene_box=box, num_train_data=4, seed_points=(points, colors), metadata=metadata or {})
+
+
+def make_camera(size: int = 32) -> Cameras:
+    c2w = torch.from_numpy(look_at(np.array([0.0, -1.5, 1.0]), np.zeros(3))[:3]).float()
+    return Cameras(camera_to_worlds=c2w[None], fx=float(size), fy=float(size), cx=size / 2, cy=size / 2,
+                   width=size, height=size)  # fmt: skip
+
+
+def training_losses(model: UniCLiftModel, size: int = 32):
+    """One training-mode forward with a two-segment mask; returns (outputs, loss_dict)."""
+    model.train()
+    model.optimizers = {}
+    model.step = 10
+    camera = make_camera(size)
+    outputs = model.get_outputs(camera)
+    mask = torch.ones(size, size, dtype=torch.long)
+    mask[:, size // 2 :] = 7
+    mask[:2] = 0  # ignored
+    semantic = (mask == 7).long()
+    batch = {"image": torch.rand(size, size, 3), "instance_mask": mask, "semantic_mask": semantic}
+    return outputs, model.get_loss_dict(outputs, batch)
+
+
+def test_outputs_and_label_colours():
+    model = make_model()
+    model.eval()
+    outputs = model.get_outputs_for_camera(make_camera())
+    assert outputs["rgb"].shape == (32, 32, 3) and outputs["embedding"].shape == (32, 32, 12)
+    labels = outputs["instance_label"].squeeze(-1).long()
+    assert torch.all(labels >= 0) and torch.all(labels < 2**12)
+    assert torch.allclose(outputs["instance"], label_palette(labels))
+    assert outputs["semantics"].shape == (32, 32, 3) and outputs["semantic_label"].shape == (32, 32, 1)
+    # Every output the viewer can pick is a float image it knows how to colour.
+    for key in ("instance", "instance_label", "semantics", "semantic_label"):
+        assert outputs[key].is_floating_point() and outputs[key].shape[-1] in (1, 3)
+
+
+def test_segmentation_gradients_reach_only_embeddings_and_linear_layer():
+    model = make_model(stop_split_at=0, neighbour_loss_start=0, neighbour_tau=0.05)
+    outputs, losses = training_losses(model)
+    assert set(SEG_LOSSES) <= set(losses), losses.keys()
+    assert all(torch.isfinite(losses[k]) for k in SEG_LOSSES)
+    sum(losses[k] for k in SEG_LOSSES).backward()
+    for name in GEOMETRY:
+        grad = model.gauss_params[name].grad
+        assert grad is None or not grad.abs().any(), name
+    assert model.info["means2d"].grad is None  # densification statistics untouched
+    assert model.gauss_params["embeddings"].grad.abs().sum() > 0
+    assert model.gauss_params["semantic_logits"].grad.abs().sum() > 0
+    assert model.triplet_projection.weight.grad.abs().sum() > 0
+    # The rendering loss, in contrast, moves the geometry and feeds densification.
+    model.zero_grad()
+    outputs, losses = training_losses(model)
+    losses["main_loss"].backward()
+    assert model.gauss_params["means"].grad.abs().sum() > 0
+    assert model.info["means2d"].grad is not None
+    assert model.gauss_params["embeddings"].grad is None or not model.gauss_params["embeddings"].grad.any()
+
+
+def test_loss_schedule_follows_config():
+    model = make_model()  # paper defaults: triplet after stop_split_at=15000, 3D loss from 15000
+    _, losses = training_losses(model)
+    assert "cluster_loss" in losses and "triplet_loss" not in losses and "neighbour_loss" not in losses
+
+
+def test_densification_keeps_embeddings_aligned():
+    model = make_model(num_points=50)
+    params = model.gauss_params
+    with torch.no_grad():
+        params["embeddings"][:, 0] = torch.arange(50, dtype=torch.float32)  # identity tag per Gaussian
+    optimizers = {name: torch.optim.Adam([p], lr=1e-3) for name, p in params.items()}
+    state: dict = {}
+    dup = torch.zeros(50, dtype=torch.bool)
+    dup[[3, 10]] = True
+    duplicate(params=params, optimizers=optimizers, state=state, mask=dup)
+    assert params["embeddings"].shape[0] == params["means"].shape[0] == 52
+    assert params["embeddings"][50:, 0].tolist() == [3.0, 10.0]
+    assert torch.equal(params["means"][50:], params["means"][[3, 10]])
+    cut = torch.zeros(52, dtype=torch.bool)
+    cut[[5, 51]] = True
+    split(params=params, optimizers=optimizers, state=state, mask=cut)  # each split Gaussian becomes two
+    assert params["embeddings"].shape[0] == params["means"].shape[0] == 54
+    assert sorted(params["embeddings"][-4:, 0].tolist()) == [5.0, 5.0, 10.0, 10.0]
+    gone = params["embeddings"][:, 0] == 20.0
+    remove(params=params, optimizers=optimizers, state=state, mask=gone)
+    tags = params["embeddings"][:, 0].tolist()
+    assert 20.0 not in tags and len(tags) == params["means"].shape[0] == 53
+    assert all(o.param_groups[0]["params"][0] is params[n] for n, o in optimizers.items())
+
+
+def test_checkpoint_round_trip_resizes_embeddings(tmp_path):
+    trained = make_model(num_points=300, seed=1)
+    with torch.no_grad():
+        trained.gauss_params["embeddings"].mul_(3.0)
+        trained.triplet_projection.weight.add_(0.5)
+    path = tmp_path / "model.ckpt"
+    torch.save(trained.state_dict(), path)
+    fresh = make_model(num_points=40, seed=2)
+    fresh.load_state_dict(torch.load(path))
+    assert fresh.num_points == 300
+    for name, param in trained.gauss_params.items():
+        assert torch.equal(fresh.gauss_params[name], param), name
+    assert torch.equal(fresh.triplet_projection.weight, trained.triplet_projection.weight)
+    assert torch.equal(fresh.gaussian_labels(), trained.gaussian_labels())
+
+
+def test_checkpoint_of_another_method_is_refused():
+    model = make_model()
+    state = {k: v for k, v in model.state_dict().items() if "embeddings" not in k}
+    with pytest.raises(ValueError, match="unic-lift checkpoint.*embeddings"):
+        model.load_state_dict(state)
+
+
+def test_too_many_segments_for_the_embedding_is_refused():
+    mask = Path("scene/instance_masks/frame_00003.png")
+    with pytest.raises(ValueError, match=r"frame_00003.png has 9 segments.*2\^3 = 8"):
+        make_model(embedding_dim=3, metadata={"segment_counts": {mask: 9}})
+    make_model(embedding_dim=3, metadata={"segment_counts": {mask: 8}})  # exactly 2^d is fine
