@@ -14,11 +14,14 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints
 from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
 from unic_lift_ns.model import UniCLiftModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipelineConfig
 
 MAX_STEPS = 30000
+
+allow_nerfstudio_checkpoints()  # ns-eval / ns-viewer / ns-export import this module before loading
 
 
 def _adam(lr: float, scheduler=None) -> dict:

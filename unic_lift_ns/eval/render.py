@@ -50,7 +50,7 @@ def render_eval_views(pipeline, progress: bool = True) -> RenderedViews:
     stems = [Path(p).stem for p in datamanager.eval_dataset.image_filenames]
     instances, semantics, metrics = [], [], []
     label_seconds = 0.0
-    views = datamanager.fixed_indices_eval_dataloader()
+    views = datamanager.fixed_indices_eval_dataloader  # a cached property in nerfstudio
     for camera, batch in tqdm(views, desc="Rendering eval views", disable=not progress, leave=False):
         outputs = model.get_outputs_for_camera(camera)
         start = time.perf_counter()
