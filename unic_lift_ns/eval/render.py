@@ -35,6 +35,9 @@ class RenderedViews:
 
     def save(self, folder: Path) -> None:
         """Write ``instances/<stem>.png`` (16-bit) and ``semantics/<stem>.png`` (8-bit) under ``folder``."""
+        (folder / "instances").mkdir(parents=True, exist_ok=True)
+        if self.semantics is not None:
+            (folder / "semantics").mkdir(parents=True, exist_ok=True)
         for stem, labels in zip(self.stems, self.instances):
             write_label_map(folder / "instances" / f"{stem}.png", labels)
         for stem, classes in zip(self.stems, self.semantics or []):
