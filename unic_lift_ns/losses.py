@@ -67,10 +67,48 @@ def _subsample(candidates: Tensor, max_triplets: int, generator: Optional[torch.
     return candidates[perm.to(candidates.device)]
 
 
-def _pick_random_true(mask: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    """Column index of a uniformly random ``True`` per row of ``mask`` [T, C] (rows must have one)."""
-    scores = _uniform(tuple(mask.shape), generator, mask.device).masked_fill(~mask, -1.0)
-    return scores.argmax(dim=1)
+def _boundary_pairs(labels: Tensor, radius: int) -> Tuple[Tensor, Tensor]:
+    """All (segment, pixel) pairs where ``pixel`` lies within Chebyshev ``radius`` of ``segment``.
+
+    Returns ``(segments, pixels)`` sorted by segment; only valid (> 0) labels on both sides.
+    """
+    height, width = labels.shape
+    flat = labels.flatten()
+    keys = []
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx == 0:
+                continue
+            ys = slice(max(dy, 0), height + min(dy, 0))
+            xs = slice(max(dx, 0), width + min(dx, 0))
+            ys_n = slice(max(-dy, 0), height + min(-dy, 0))
+            xs_n = slice(max(-dx, 0), width + min(-dx, 0))
+            near = labels.new_zeros(labels.shape)
+            near[ys, xs] = labels[ys_n, xs_n]
+            here = (near > 0) & (labels > 0) & (near != labels)
+            pixels = here.flatten().nonzero().squeeze(1)
+            keys.append(near.flatten()[pixels] * flat.numel() + pixels)
+    key = torch.unique(torch.cat(keys)) if keys else labels.new_zeros(0)
+    return key // flat.numel(), key % flat.numel()
+
+
+def _sample_from_groups(
+    group_of_item: Tensor, items: Tensor, wanted: Tensor, generator: Optional[torch.Generator]
+) -> Tuple[Tensor, Tensor]:
+    """For every entry of ``wanted`` (a group id), a uniformly random item of that group.
+
+    ``group_of_item`` must be sorted. Returns ``(ok, picks)``: ``ok`` marks the entries whose group has items.
+    """
+    groups, counts = torch.unique_consecutive(group_of_item, return_counts=True)
+    offsets = torch.cumsum(counts, 0) - counts
+    slot = torch.searchsorted(groups, wanted).clamp(max=max(groups.numel() - 1, 0))
+    ok = (groups.numel() > 0) & (groups[slot] == wanted) if groups.numel() else torch.zeros_like(wanted, dtype=torch.bool)
+    if not bool(ok.any()):
+        return ok, items.new_zeros(0)
+    slot = slot[ok]
+    draw = _uniform(tuple(slot.shape), generator, items.device)
+    index = offsets[slot] + (draw * counts[slot]).long().clamp(max=counts[slot] - 1)
+    return ok, items[index]
 
 
 def boundary_triplets(
@@ -79,54 +117,39 @@ def boundary_triplets(
     generator: Optional[torch.Generator] = None,
     radius: int = 2,
 ) -> Triplets:
-    """Boundary hard mining of triplets for Eq. 5 (Sec. 3.3, appendix A.3).
+    """Triplets for Eq. 5 with positives and negatives hard-mined at segment boundaries (Sec. 3.3, A.3).
 
-    Anchors are valid pixels with a 4-neighbour of a *different valid* segment and a 4-neighbour of
-    the same segment; they are drawn uniformly without replacement (at most ``max_triplets``). The
-    positive is a random other pixel of the anchor's segment and the negative a random pixel of a
-    different valid segment, both inside the ``(2 * radius + 1)^2`` window around the anchor, so all
-    three lie at the boundary. Ids ``<= 0`` are never used.
+    As in the paper, the anchor ``u1`` is any pixel of a segment ``Omega_i``; the positive ``u2`` is a pixel of
+    ``Omega_i`` on its boundary and the negative ``u3`` a pixel of another segment ``Omega_j`` next to
+    ``Omega_i`` (within ``radius`` pixels). Boundary pixels are where rendered embeddings mix neighbouring
+    objects, so these triplets pull them towards their own segment and away from the neighbour. Anchors are
+    drawn uniformly without replacement (at most ``max_triplets``); ids ``<= 0`` are never used.
 
     Args:
         segment_map: [H, W] int64 segment ids.
         max_triplets: maximum number of triplets (paper: 3000).
         generator: torch.Generator for reproducible sampling (its device is used for drawing).
-        radius: Chebyshev radius (>= 1) of the window where positives and negatives are drawn.
+        radius: Chebyshev width (>= 1) of the boundary band.
 
     Returns:
         ``(anchor, positive, negative)`` flat pixel indices into ``segment_map.flatten()``, each [T].
     """
-    assert radius >= 1, "radius must be >= 1 so that the 4-neighbours are inside the window"
-    height, width = segment_map.shape
+    assert radius >= 1, "radius must be >= 1"
     labels = torch.where(segment_map > 0, segment_map, torch.zeros_like(segment_map))
+    flat = labels.flatten()
+    # negatives of segment s: pixels of other segments within `radius` of s
+    neg_segment, neg_pixel = _boundary_pairs(labels, radius)
+    # positives of segment s: its own pixels within `radius` of another segment
+    pos_pixel = torch.unique(neg_pixel)
+    pos_segment, order = torch.sort(flat[pos_pixel], stable=True)
+    pos_pixel = pos_pixel[order]
 
-    padded = labels.new_zeros(height + 2, width + 2)
-    padded[1:-1, 1:-1] = labels
-    neighbours = torch.stack(
-        [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
-    )  # [4, H, W]
-    has_other = ((neighbours != labels) & (neighbours > 0)).any(0)
-    has_same = (neighbours == labels).any(0)
-    is_anchor = (labels > 0) & has_other & has_same
-    anchor = _subsample(is_anchor.flatten().nonzero().squeeze(1), max_triplets, generator)
-
-    steps = torch.arange(-radius, radius + 1, device=labels.device)
-    off_y, off_x = torch.meshgrid(steps, steps, indexing="ij")
-    not_centre = (off_y != 0) | (off_x != 0)
-    off_y, off_x = off_y[not_centre], off_x[not_centre]  # [C]
-
-    ys = (anchor // width).unsqueeze(1) + off_y  # [T, C]
-    xs = (anchor % width).unsqueeze(1) + off_x
-    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-    window = ys.clamp(0, height - 1) * width + xs.clamp(0, width - 1)
-    window_labels = labels.flatten()[window].masked_fill(~inside, 0)
-    anchor_labels = labels.flatten()[anchor].unsqueeze(1)
-
-    rows = torch.arange(anchor.numel(), device=labels.device)
-    positive = window[rows, _pick_random_true(window_labels == anchor_labels, generator)]
-    negative_mask = (window_labels != anchor_labels) & (window_labels > 0)
-    negative = window[rows, _pick_random_true(negative_mask, generator)]
-    return anchor, positive, negative
+    anchor = _subsample((flat > 0).nonzero().squeeze(1), max_triplets, generator)
+    anchor_segment = flat[anchor]
+    has_neg, negative = _sample_from_groups(neg_segment, neg_pixel, anchor_segment, generator)
+    anchor, anchor_segment = anchor[has_neg], anchor_segment[has_neg]
+    has_pos, positive = _sample_from_groups(pos_segment, pos_pixel, anchor_segment, generator)
+    return anchor[has_pos], positive, negative[has_pos]
 
 
 def random_triplets(
