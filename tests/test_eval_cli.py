@@ -84,7 +84,9 @@ def test_console_script_scores_baselines(scene: Path) -> None:
         "num_pred_instances",
         "num_gt_instances",
         "num_views",
+        "psnr",
     }
+    assert tracked["psnr"] is None  # no model was rendered
     assert tracked["pq_scene"] > 0.95 and untracked["pq_scene"] < 0.75
     assert untracked["pq_frame"] == pytest.approx(tracked["pq_frame"])
     assert (tracked["num_pred_instances"], tracked["num_gt_instances"], tracked["num_views"]) == (4, 4, 4)
