@@ -281,7 +281,8 @@ class UniCLiftModel(SplatfactoModel):
         outputs["instance_label"] = labels.float().unsqueeze(-1)
         if self.semantic_logits is not None:
             semantic = seg[..., self.config.embedding_dim :]
-            outputs["semantic_logits"] = semantic
+            if self.training:  # for the loss only: the viewer cannot colour a 2-channel image
+                outputs["semantic_logits"] = semantic
             classes = semantic.detach().argmax(dim=-1)
             outputs["semantics"] = label_palette(classes)
             outputs["semantic_label"] = classes.float().unsqueeze(-1)

@@ -60,7 +60,7 @@ def render_eval_views(pipeline, progress: bool = True) -> RenderedViews:
         labels = embedding_to_label(outputs["embedding"])
         label_seconds += time.perf_counter() - start
         instances.append(labels.cpu().numpy().astype(np.int64))
-        if "semantic_logits" in outputs:
-            semantics.append(outputs["semantic_logits"].argmax(dim=-1).cpu().numpy().astype(np.int64))
+        if "semantic_label" in outputs:
+            semantics.append(outputs["semantic_label"].squeeze(-1).cpu().numpy().astype(np.int64))
         metrics.append(model.get_image_metrics_and_images(outputs, batch)[0])
     return RenderedViews(stems, instances, semantics or None, metrics, label_seconds)
