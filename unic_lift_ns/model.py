@@ -91,7 +91,11 @@ class UniCLiftModel(SplatfactoModel):
     config: UniCLiftModelConfig
 
     def populate_modules(self) -> None:
-        """Splatfacto's Gaussians (device-agnostic), plus embeddings, semantic logits and the linear layer W."""
+        """Splatfacto's Gaussians, plus embeddings, semantic logits and the linear layer W.
+
+        Re-done rather than inherited because Splatfacto's version calls ``.cuda()`` on the seed colours and
+        builds LPIPS eagerly (which downloads AlexNet); everything else matches it.
+        """
         cfg = self.config
         if cfg.embedding_dim < 1 or cfg.embedding_dim > 62:
             raise ValueError(f"--pipeline.model.embedding-dim must be in [1, 62], got {cfg.embedding_dim}")
