@@ -10,7 +10,7 @@ device: gsplat's kernels on CUDA, the pure-PyTorch rasteriser elsewhere (no ``.c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Type, Union
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -24,7 +24,6 @@ from nerfstudio.models.splatfacto import (
     random_quat_tensor,
 )
 from nerfstudio.utils.colors import get_color
-from nerfstudio.utils.rich_utils import CONSOLE
 from pytorch_msssim import SSIM
 from torch import Tensor
 from torch.nn import Parameter
@@ -63,7 +62,7 @@ class UniCLiftModelConfig(SplatfactoModelConfig):
     """Margin delta of the triplet loss (Eq. 5)."""
     max_triplets: int = 3000
     """Maximum number of triplets per step."""
-    triplet_mining: str = "boundary"
+    triplet_mining: Literal["boundary", "random"] = "boundary"
     """Where triplets come from: 'boundary' (hard mining at mask boundaries, paper) or 'random' (appendix A.3)."""
     triplet_start: Optional[int] = None
     """Step from which the triplet loss is on; None = once densification has stopped (stop_split_at)."""
@@ -280,16 +279,17 @@ class UniCLiftModel(SplatfactoModel):
             "background": background,
             "embedding": embedding,
         }
-        labels = embedding_to_label(embedding.detach())
-        outputs["instance"] = label_palette(labels)
-        outputs["instance_label"] = labels.float().unsqueeze(-1)
-        if self.semantic_logits is not None:
-            semantic = seg[..., self.config.embedding_dim :]
-            if self.training:  # for the loss only: the viewer cannot colour a 2-channel image
-                outputs["semantic_logits"] = semantic
-            classes = semantic.detach().argmax(dim=-1)
-            outputs["semantics"] = label_palette(classes)
-            outputs["semantic_label"] = classes.float().unsqueeze(-1)
+        if self.semantic_logits is not None and self.training:
+            # for the loss only: the viewer cannot colour a 2-channel image
+            outputs["semantic_logits"] = seg[..., self.config.embedding_dim :]
+        if not self.training:  # decoded outputs are for the viewer and evaluation, not the training step
+            labels = embedding_to_label(embedding)
+            outputs["instance"] = label_palette(labels)
+            outputs["instance_label"] = labels.float().unsqueeze(-1)
+            if self.semantic_logits is not None:
+                classes = seg[..., self.config.embedding_dim :].argmax(dim=-1)
+                outputs["semantics"] = label_palette(classes)
+                outputs["semantic_label"] = classes.float().unsqueeze(-1)
         return outputs
 
     @torch.no_grad()

@@ -6,6 +6,7 @@ mIoU next to PSNR/SSIM, whenever the data folder holds the ground truth of `unic
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Type
@@ -38,8 +39,7 @@ def score_rendered(rendered: RenderedViews, scene_dir: Path) -> EvalResult:
     order = [index[s] for s in gt.eval_stems]
     semantics = [rendered.semantics[i] for i in order] if rendered.semantics is not None else None
     result = score([rendered.instances[i] for i in order], gt, semantics)
-    psnr = rendered.mean_image_metrics().get("psnr")
-    return EvalResult(**{**result.to_dict(), "psnr": psnr})
+    return dataclasses.replace(result, psnr=rendered.mean_image_metrics().get("psnr"))
 
 
 class UniCLiftPipeline(VanillaPipeline):

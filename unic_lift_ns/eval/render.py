@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -26,8 +25,6 @@ class RenderedViews:
     """Semantic class maps [H, W] int64, or None without a semantic head."""
     image_metrics: List[Dict[str, float]]
     """Per-view image metrics (psnr, ssim and, when available, lpips)."""
-    label_seconds: float
-    """Total time of the Embedding-to-Label decoding over all views (rendering excluded)."""
 
     def mean_image_metrics(self) -> Dict[str, float]:
         keys = self.image_metrics[0].keys() if self.image_metrics else []
@@ -47,20 +44,14 @@ class RenderedViews:
 @torch.no_grad()
 def render_eval_views(pipeline, progress: bool = True) -> RenderedViews:
     """Render every eval view of ``pipeline`` (a UniC-Lift pipeline) and decode its labels."""
-    from unic_lift_ns.labels import embedding_to_label
-
     model, datamanager = pipeline.model, pipeline.datamanager
     stems = [Path(p).stem for p in datamanager.eval_dataset.image_filenames]
     instances, semantics, metrics = [], [], []
-    label_seconds = 0.0
     views = datamanager.fixed_indices_eval_dataloader  # a cached property in nerfstudio
     for camera, batch in tqdm(views, desc="Rendering eval views", disable=not progress, leave=False):
         outputs = model.get_outputs_for_camera(camera)
-        start = time.perf_counter()
-        labels = embedding_to_label(outputs["embedding"])
-        label_seconds += time.perf_counter() - start
-        instances.append(labels.cpu().numpy().astype(np.int64))
+        instances.append(outputs["instance_label"].squeeze(-1).cpu().numpy().astype(np.int64))
         if "semantic_label" in outputs:
             semantics.append(outputs["semantic_label"].squeeze(-1).cpu().numpy().astype(np.int64))
         metrics.append(model.get_image_metrics_and_images(outputs, batch)[0])
-    return RenderedViews(stems, instances, semantics or None, metrics, label_seconds)
+    return RenderedViews(stems, instances, semantics or None, metrics)
