@@ -19,3 +19,26 @@ def make_scene(path: Path, **overrides) -> Path:
 def tiny_scene(tmp_path_factory) -> Path:
     """6 objects, 16 views of 48x48, realistic segmenter noise."""
     return make_scene(tmp_path_factory.mktemp("scenes") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A real `ns-train unic-lift` run on CPU (tiny scene, 150 steps); returns the run directory (config.yml)."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("trained")
+    scene = make_scene(root / "scene", num_objects=6, num_views=16, resolution=48, num_points=2000)
+    cmd = [
+        str(Path(sys.executable).parent / "ns-train"), "unic-lift", "--data", str(scene),
+        "--machine.device-type", "cpu", "--max-num-iterations", "150", "--vis", "tensorboard",
+        "--output-dir", str(root / "outputs"), "--experiment-name", "tiny", "--timestamp", "run",
+        "--viewer.quit-on-train-completion", "True", "--steps-per-eval-image", "100000",
+        "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
+        "--pipeline.model.resolution-schedule", "30", "--pipeline.model.warmup-length", "30",
+        "--pipeline.model.stop-split-at", "80", "--pipeline.model.neighbour-loss-start", "80",
+        "--optimizers.embeddings.optimizer.lr", "0.02",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "outputs" / "tiny" / "unic-lift" / "run"

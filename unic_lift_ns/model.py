@@ -137,6 +137,8 @@ class UniCLiftModel(SplatfactoModel):
         self.lpips = LazyLPIPS(enabled=cfg.compute_lpips)
         self.step = 0
         self.crop_box = None
+        # Boolean [N] mask of the Gaussians drawn outside training (the viewer's isolate/hide); None = all.
+        self.gaussian_filter: Optional[Tensor] = None
         if cfg.use_bilateral_grid:
             raise ValueError("--pipeline.model.use-bilateral-grid is not supported by unic-lift")
         self.background_color = (
@@ -222,6 +224,13 @@ class UniCLiftModel(SplatfactoModel):
             keep = self.crop_box.within(self.means).squeeze()
             if keep.sum() == 0:
                 return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+        if self.gaussian_filter is not None and not self.training:
+            if self.gaussian_filter.shape[0] != self.num_points:  # stale after densification: draw everything
+                self.gaussian_filter = None
+            else:
+                keep = self.gaussian_filter if keep is None else keep & self.gaussian_filter
+                if not bool(keep.any()):
+                    return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
         params = {name: (p[keep] if keep is not None else p) for name, p in self.gauss_params.items()}
 
         scale = self._get_downscale_factor()
