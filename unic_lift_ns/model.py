@@ -263,15 +263,13 @@ class UniCLiftModel(SplatfactoModel):
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
 
         # Eq. 3: the segmentation features are composited with the same weights, geometry detached.
-        features = [params["embeddings"]]
-        if self.semantic_logits is not None:
-            features.append(params["semantic_logits"])
+        features = self.segmentation_features(params)
         seg, _, _ = rasterize(
-            **{k: v.detach() for k, v in geometry.items()}, colors=torch.cat(features, dim=-1), render_mode="RGB",
-            **common,
+            **{k: v.detach() for k, v in geometry.items()}, colors=torch.cat(list(features.values()), dim=-1),
+            render_mode="RGB", **common,
         )  # fmt: skip
-        seg = seg[0]
-        embedding = seg[..., : self.config.embedding_dim]
+        rendered = dict(zip(features, seg[0].split([f.shape[-1] for f in features.values()], dim=-1)))
+        embedding = rendered["embedding"]
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
@@ -288,23 +286,34 @@ class UniCLiftModel(SplatfactoModel):
             "background": background,
             "embedding": embedding,
         }
-        if self.semantic_logits is not None and self.training:
-            # for the loss only: the viewer cannot colour a 2-channel image
-            outputs["semantic_logits"] = seg[..., self.config.embedding_dim :]
-        if not self.training:  # decoded outputs are for the viewer and evaluation, not the training step
-            labels = embedding_to_label(embedding)
+        if self.training:  # the other feature maps are for the losses only: the viewer cannot colour them
+            outputs.update({name: value for name, value in rendered.items() if name != "embedding"})
+        else:  # decoded outputs are for the viewer and evaluation, not the training step
+            labels = self.decode_instances(embedding)
             outputs["instance"] = label_palette(labels)
             outputs["instance_label"] = labels.float().unsqueeze(-1)
-            if self.semantic_logits is not None:
-                classes = seg[..., self.config.embedding_dim :].argmax(dim=-1)
+            if "semantic_logits" in rendered:
+                classes = rendered["semantic_logits"].argmax(dim=-1)
                 outputs["semantics"] = label_palette(classes)
                 outputs["semantic_label"] = classes.float().unsqueeze(-1)
         return outputs
 
+    def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Per-Gaussian features rendered with detached geometry, by output name: the embedding v (Eq. 3) and the
+        semantic logits. Subclasses (the baselines) add their own channels here."""
+        features = {"embedding": params["embeddings"]}
+        if "semantic_logits" in params:
+            features["semantic_logits"] = params["semantic_logits"]
+        return features
+
+    def decode_instances(self, embedding: Tensor) -> Tensor:
+        """Embedding-to-Label (Sec. 3.3): [..., d] raw embeddings -> [...] int64 labels, no clustering."""
+        return embedding_to_label(embedding)
+
     @torch.no_grad()
     def gaussian_labels(self) -> Tensor:
-        """Embedding-to-Label for every Gaussian: [N] int64."""
-        return embedding_to_label(self.embeddings)
+        """The instance label of every Gaussian: [N] int64."""
+        return self.decode_instances(self.embeddings)
 
     # -------------------------------------------------------------------------------------------- losses
 
@@ -331,27 +340,37 @@ class UniCLiftModel(SplatfactoModel):
         if not self.training:
             return loss_dict
         cfg = self.config
-        embedding = outputs["embedding"]
         if "instance_mask" in batch:
-            segments = self._mask_at_render_size(batch["instance_mask"], outputs)
-            squashed = torch.sigmoid(embedding.reshape(-1, cfg.embedding_dim))
-            loss_dict["cluster_loss"] = cfg.cluster_loss_weight * cluster_contrastive_loss(squashed, segments)
-            triplet_start = cfg.stop_split_at if cfg.triplet_start is None else cfg.triplet_start
-            if cfg.triplet_loss_weight > 0 and self.step >= triplet_start:
-                mine = boundary_triplets if cfg.triplet_mining == "boundary" else random_triplets
-                anchor, positive, negative = mine(
-                    segments.reshape(embedding.shape[:2]), cfg.max_triplets, self._triplet_generator
-                )
-                z = self.triplet_projection(squashed) if cfg.use_linear_layer else squashed
-                loss_dict["triplet_loss"] = cfg.triplet_loss_weight * triplet_loss(
-                    z, anchor, positive, negative, cfg.triplet_margin
-                )
+            loss_dict.update(self.instance_losses(outputs, self._mask_at_render_size(batch["instance_mask"], outputs)))
         if self.semantic_logits is not None and "semantic_mask" in batch:
             target = self._mask_at_render_size(batch["semantic_mask"], outputs)
             logits = outputs["semantic_logits"].reshape(-1, cfg.num_semantic_classes)
             loss_dict["semantic_loss"] = cfg.semantic_loss_weight * semantic_loss(logits, target, SEMANTIC_IGNORE)
         if cfg.neighbour_loss_weight > 0 and self.step >= cfg.neighbour_loss_start:
             loss_dict["neighbour_loss"] = cfg.neighbour_loss_weight * neighbourhood_loss(self.embeddings, self._neighbours())
+        return loss_dict
+
+    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
+        """The 2D instance losses on the rendered embedding: lambda_cluster Eq. 4 and lambda_triplet Eq. 5.
+
+        Args:
+            outputs: training outputs of :meth:`get_outputs`.
+            segments: [H*W] int64 mask segment ids at render size.
+        """
+        cfg = self.config
+        embedding = outputs["embedding"]
+        squashed = torch.sigmoid(embedding.reshape(-1, cfg.embedding_dim))
+        loss_dict = {"cluster_loss": cfg.cluster_loss_weight * cluster_contrastive_loss(squashed, segments)}
+        triplet_start = cfg.stop_split_at if cfg.triplet_start is None else cfg.triplet_start
+        if cfg.triplet_loss_weight > 0 and self.step >= triplet_start:
+            mine = boundary_triplets if cfg.triplet_mining == "boundary" else random_triplets
+            anchor, positive, negative = mine(
+                segments.reshape(embedding.shape[:2]), cfg.max_triplets, self._triplet_generator
+            )
+            z = self.triplet_projection(squashed) if cfg.use_linear_layer else squashed
+            loss_dict["triplet_loss"] = cfg.triplet_loss_weight * triplet_loss(
+                z, anchor, positive, negative, cfg.triplet_margin
+            )
         return loss_dict
 
     # ------------------------------------------------------------------------------------------- metrics
