@@ -67,6 +67,34 @@ def test_outputs_and_label_colours():
             assert apply_colormap(value).shape == (32, 32, 3), key
 
 
+def test_gaussian_votes_decode_no_third_codes_and_ignore_stuff():
+    """Two object codes with unequal magnitudes: the rendered-embedding decode invents a third code where they blend;
+    'gaussian-votes' gives only the two codes (or 0 where nothing votes), and stuff Gaussians do not vote."""
+    model = make_model(num_points=600)
+    x = model.means.detach()[:, 0]
+    code_a = torch.full((12,), -3.0)
+    code_a[0] = 4.0  # label 1
+    code_b = torch.full((12,), -3.0)
+    code_b[1] = 4.0  # label 2
+    code_a[1] = code_b[0] = -0.2  # weak "off" bits: a blend switches both bits on -> label 3
+    embeddings = torch.where((x < 0)[:, None], code_a, code_b)
+    stuff = x.abs() > 0.25
+    embeddings[stuff] = 5.0  # label 4095, but semantically stuff
+    logits = torch.zeros(600, 2)
+    logits[~stuff, 1] = 5.0
+    logits[stuff, 0] = 5.0
+    with torch.no_grad():
+        model.gauss_params["embeddings"].copy_(embeddings)
+        model.gauss_params["semantic_logits"].copy_(logits)
+    model.eval()
+    seen = {}
+    for mode in ("rendered-embedding", "gaussian-votes"):
+        model.config.instance_decoding = mode
+        seen[mode] = set(model.get_outputs_for_camera(make_camera(48))["instance_label"].long().unique().tolist())
+    assert 3 in seen["rendered-embedding"] and 4095 in seen["rendered-embedding"]
+    assert {1, 2} <= seen["gaussian-votes"] <= {0, 1, 2}, seen
+
+
 def test_segmentation_gradients_reach_only_embeddings_and_linear_layer():
     model = make_model(stop_split_at=0, neighbour_loss_start=0, neighbour_tau=0.05)
     outputs, losses = training_losses(model)

@@ -58,13 +58,16 @@ def test_ns_train_unic_lift_cpu_end_to_end(tmp_path):
     out = tmp_path / "eval.json"
     proc = subprocess.run(
         [str(BIN / "unic-lift-eval"), "--load-config", str(run_dir / "config.yml"), "--output-json", str(out),
-         "--save-labels", str(tmp_path / "labels")],
+         "--save-labels", str(tmp_path / "labels"), "--instance-decoding", "rendered-embedding", "gaussian-votes"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
-    ours = next(v for k, v in results.items() if k.startswith("unic-lift"))
+    paper = results[f"unic-lift (step {STEPS - 1}), rendered-embedding"]
+    votes = results[f"unic-lift (step {STEPS - 1}), gaussian-votes"]
     untracked = results["2D segmenter (untracked)"]
-    assert ours["psnr"] > 15.0
-    assert ours["pq_scene"] > untracked["pq_scene"] + 0.05, results
-    assert len(list((tmp_path / "labels" / "instances").glob("*.png"))) == 3
+    assert paper["psnr"] > 15.0 and votes["psnr"] == paper["psnr"]
+    assert paper["pq_scene"] > untracked["pq_scene"] + 0.05, results
+    assert votes["pq_scene"] > untracked["pq_scene"], results
+    for decoding in ("rendered-embedding", "gaussian-votes"):
+        assert len(list((tmp_path / "labels" / decoding / "instances").glob("*.png"))) == 3

@@ -9,6 +9,7 @@ device: gsplat's kernels on CUDA, the pure-PyTorch rasteriser elsewhere (no ``.c
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type, Union
 
@@ -41,8 +42,12 @@ from unic_lift_ns.losses import (
 )
 from unic_lift_ns.metrics import LazyLPIPS
 from unic_lift_ns.rasterization import rasterize
+from unic_lift_ns.viewer import InstanceViewer
 
 SEMANTIC_IGNORE = 255
+# Splatfacto's get_viewmat is torch.compile'd; the viewer interrupts a render by raising from a trace hook, and when
+# that lands inside the first compilation, dynamo re-raises it as an error that kills the viewer's render thread.
+world_to_camera = inspect.unwrap(get_viewmat)
 
 
 @dataclass
@@ -80,6 +85,12 @@ class UniCLiftModelConfig(SplatfactoModelConfig):
     """Classes of the optional semantic head (Messy Rooms: background, object); 0 disables it."""
     semantic_loss_weight: float = 0.1
     """Weight of the semantic cross-entropy loss."""
+    instance_decoding: Literal["rendered-embedding", "gaussian-votes"] = "rendered-embedding"
+    """How pixels get labels outside training. 'rendered-embedding' (paper, Sec. 3.3): Embedding-to-Label of the
+    rendered V. 'gaussian-votes': Embedding-to-Label of every Gaussian first, then each pixel decodes the
+    alpha-composited +-1 bits of the Gaussians whose semantic class is not 0 (stuff does not vote; the semantic
+    guidance of Contrastive Lift, appendix B.3). Still O(n) and clustering-free; it removes the third codes that
+    blends of unequal embeddings (and of untrained background embeddings) decode to at object boundaries."""
     compute_lpips: bool = True
     """Report LPIPS in evaluation when its weights can be loaded (they are never downloaded during training)."""
 
@@ -139,6 +150,7 @@ class UniCLiftModel(SplatfactoModel):
         self.crop_box = None
         # Boolean [N] mask of the Gaussians drawn outside training (the viewer's isolate/hide); None = all.
         self.gaussian_filter: Optional[Tensor] = None
+        self.instance_gui = InstanceViewer(self)  # live-viewer instance tools (overlay, pick, isolate, export)
         if cfg.use_bilateral_grid:
             raise ValueError("--pipeline.model.use-bilateral-grid is not supported by unic-lift")
         self.background_color = (
@@ -235,7 +247,7 @@ class UniCLiftModel(SplatfactoModel):
 
         scale = self._get_downscale_factor()
         camera.rescale_output_resolution(1 / scale)
-        viewmat = get_viewmat(camera_to_world)
+        viewmat = world_to_camera(camera_to_world)
         K = camera.get_intrinsics_matrices().to(self.device)
         W, H = int(camera.width.item()), int(camera.height.item())
         self.last_size = (H, W)
@@ -289,9 +301,10 @@ class UniCLiftModel(SplatfactoModel):
         if self.training:  # the other feature maps are for the losses only: the viewer cannot colour them
             outputs.update({name: value for name, value in rendered.items() if name != "embedding"})
         else:  # decoded outputs are for the viewer and evaluation, not the training step
-            labels = self.decode_instances(embedding)
+            labels = self.decode_instances(rendered.get("label_votes", embedding))
             outputs["instance"] = label_palette(labels)
             outputs["instance_label"] = labels.float().unsqueeze(-1)
+            outputs["instance_overlay"] = self.instance_gui.overlay(outputs["rgb"], labels)  # type: ignore[arg-type]
             if "semantic_logits" in rendered:
                 classes = rendered["semantic_logits"].argmax(dim=-1)
                 outputs["semantics"] = label_palette(classes)
@@ -304,6 +317,11 @@ class UniCLiftModel(SplatfactoModel):
         features = {"embedding": params["embeddings"]}
         if "semantic_logits" in params:
             features["semantic_logits"] = params["semantic_logits"]
+        if self.config.instance_decoding == "gaussian-votes" and not self.training:
+            votes = torch.where(params["embeddings"] > 0, 1.0, -1.0)  # each Gaussian's own bits as +-1
+            if "semantic_logits" in params:
+                votes = votes * (params["semantic_logits"].argmax(dim=-1, keepdim=True) != 0)
+            features["label_votes"] = votes
         return features
 
     def decode_instances(self, embedding: Tensor) -> Tensor:

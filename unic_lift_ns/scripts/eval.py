@@ -11,9 +11,9 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Literal, Optional
 
 import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -37,6 +37,9 @@ class EvalConfig:
     """config.yml of a trained unic-lift run: render its eval views, decode labels and score them with PSNR."""
     save_labels: Optional[Path] = None
     """With --load-config: also write the decoded label maps (instances/, semantics/) to this folder."""
+    instance_decoding: List[Literal["rendered-embedding", "gaussian-votes"]] = field(default_factory=list)
+    """With --load-config of a unic-lift run: score each of these instance decodings (one row each) instead of
+    the one in the run's config (see --pipeline.model.instance-decoding of ns-train unic-lift)."""
     pred: Optional[Path] = None
     """Folder of predicted instance maps, <stem>.png or <stem>.npy per eval view."""
     pred_semantics: Optional[Path] = None
@@ -58,8 +61,8 @@ class EvalConfig:
             raise ValueError("--pred-semantics needs --pred")
         results: dict[str, EvalResult] = {}
         if self.load_config is not None:
-            name, result, scene = self.score_checkpoint()
-            results[name] = result
+            scores, scene = self.score_checkpoint()
+            results.update(scores)
             self.scene = self.scene or scene
         if self.scene is None:
             raise ValueError("--scene is required (or --load-config, whose data folder is then used)")
@@ -84,11 +87,12 @@ class EvalConfig:
         write_json(path, output)
         CONSOLE.print(f"Saved results to: {path}")
 
-    def score_checkpoint(self) -> tuple[str, EvalResult, Path]:
-        """Render and score the eval views of --load-config; returns (method name, result, data folder)."""
+    def score_checkpoint(self) -> tuple[dict[str, EvalResult], Path]:
+        """Render and score the eval views of --load-config; returns ({row name: result}, data folder)."""
         from nerfstudio.utils.eval_utils import eval_setup
 
         from unic_lift_ns.eval.render import render_eval_views
+        from unic_lift_ns.model import UniCLiftModel
         from unic_lift_ns.pipeline import score_rendered
 
         if not self.load_config.is_file():
@@ -97,10 +101,22 @@ class EvalConfig:
         scene = self.scene or pipeline.scene_dir
         if scene is None:
             raise ValueError(f"{self.load_config} names no data folder; pass --scene")
-        rendered = render_eval_views(pipeline)
-        if self.save_labels is not None:
-            rendered.save(self.save_labels)
-        return f"{config.method_name} (step {step})", score_rendered(rendered, scene), Path(scene)
+        if self.instance_decoding and type(pipeline.model) is not UniCLiftModel:
+            raise ValueError(f"--instance-decoding applies to unic-lift runs only, {self.load_config} is {config.method_name}")
+        name = f"{config.method_name} (step {step})"
+        if not self.instance_decoding:
+            rendered = render_eval_views(pipeline)
+            if self.save_labels is not None:
+                rendered.save(self.save_labels)
+            return {name: score_rendered(rendered, scene)}, Path(scene)
+        scores = {}
+        for decoding in self.instance_decoding:
+            pipeline.model.config.instance_decoding = decoding
+            rendered = render_eval_views(pipeline)
+            if self.save_labels is not None:
+                rendered.save(self.save_labels / decoding)
+            scores[f"{name}, {decoding}"] = score_rendered(rendered, scene)
+        return scores, Path(scene)
 
     def default_output_json(self) -> Path:
         """SCENE/eval/results.json, PRED_results.json next to --pred, or eval_results.json next to --load-config."""

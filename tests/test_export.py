@@ -1,0 +1,218 @@
+"""unic-lift-export on a real trained run: per-instance PLYs, the combined PLY, edits, bad input, ns-export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+import pytest
+from plyfile import PlyData
+from scipy.spatial.transform import Rotation
+
+from unic_lift_ns.export.instances import export_instance, move_instance
+from unic_lift_ns.export.ply import INSTANCE_PROPERTY, Splats, write_ply
+from unic_lift_ns.model import UniCLiftModel
+from unic_lift_ns.scripts.export import entrypoint, load_model
+
+
+def run_cli(monkeypatch, *args) -> int:
+    """Run unic-lift-export in-process with ``args``; returns its exit code."""
+    monkeypatch.setattr(sys, "argv", ["unic-lift-export", *map(str, args)])
+    try:
+        entrypoint()
+    except SystemExit as stop:
+        return int(stop.code)
+    return 0
+
+
+def read_vertices(path: Path) -> np.ndarray:
+    return PlyData.read(str(path))["vertex"].data
+
+
+def positions(vertices: np.ndarray) -> np.ndarray:
+    return np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=1)
+
+
+@pytest.fixture(scope="module")
+def config(trained_run: Path) -> Path:
+    return trained_run / "config.yml"
+
+
+@pytest.fixture(scope="module")
+def model(config: Path) -> UniCLiftModel:
+    return load_model(config)
+
+
+@pytest.fixture(scope="module")
+def labels(model: UniCLiftModel) -> np.ndarray:
+    return model.gaussian_labels().numpy()
+
+
+def largest_labels(labels: np.ndarray, k: int) -> list:
+    values, counts = np.unique(labels, return_counts=True)
+    return [int(v) for v in values[np.argsort(-counts, kind="stable")[:k]]]
+
+
+def assert_matches_checkpoint(vertices: np.ndarray, model: UniCLiftModel, index: np.ndarray) -> None:
+    """PLY vertices equal the checkpoint's tensors of the Gaussians ``index``."""
+    expected = {
+        "means": model.means, "scale": model.scales, "rot": model.quats, "f_dc": model.features_dc,
+        "f_rest": model.features_rest.transpose(1, 2).reshape(model.num_points, -1),
+    }  # fmt: skip
+    columns = {
+        "means": positions(vertices),
+        **{prefix: np.stack([vertices[f"{prefix}_{i}"] for i in range(expected[prefix].shape[1])], axis=1)
+           for prefix in ("scale", "rot", "f_dc", "f_rest")},
+    }  # fmt: skip
+    for name, tensor in expected.items():
+        np.testing.assert_array_equal(columns[name], tensor.detach().numpy()[index], err_msg=name)
+    np.testing.assert_array_equal(vertices["opacity"], model.opacities.detach().numpy()[index, 0])
+
+
+def test_instances_export_round_trips_every_gaussian(monkeypatch, tmp_path, config, model, labels) -> None:
+    out = tmp_path / "all"
+    assert run_cli(monkeypatch, "instances", "--load-config", config, "--output-dir", out) == 0
+    present = np.unique(labels)
+    assert sorted(p.name for p in out.glob("instance_*.ply")) == sorted(f"instance_{label}.ply" for label in present)
+    counts = {label: read_vertices(out / f"instance_{label}.ply").shape[0] for label in present}
+    assert sum(counts.values()) == model.num_points
+    biggest = largest_labels(labels, 1)[0]
+    assert_matches_checkpoint(read_vertices(out / f"instance_{biggest}.ply"), model, np.flatnonzero(labels == biggest))
+
+    combined = read_vertices(out / "instances.ply")
+    assert combined.dtype.names[-1] == INSTANCE_PROPERTY
+    np.testing.assert_array_equal(combined[INSTANCE_PROPERTY], labels)
+    assert_matches_checkpoint(combined, model, np.arange(model.num_points))
+
+    summary = json.loads((out / "instances.json").read_text())
+    assert summary["num_gaussians"] == model.num_points
+    record = next(r for r in summary["instances"] if r["label"] == biggest)
+    means = model.means.detach().numpy()[labels == biggest]
+    assert record["num_gaussians"] == counts[biggest]
+    np.testing.assert_allclose(record["centroid"], means.mean(0), atol=1e-6)
+    np.testing.assert_allclose([record["bbox_min"], record["bbox_max"]], [means.min(0), means.max(0)])
+    cloud = o3d.io.read_point_cloud(str(out / "pointclouds" / f"instance_{biggest}.ply"))
+    np.testing.assert_allclose(np.asarray(cloud.points), means, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(cloud.colors)[0] * 255, record["colour"], atol=0.5)
+
+
+def test_selected_instances_keep_other_files(monkeypatch, tmp_path, config, model, labels) -> None:
+    first, second, third = largest_labels(labels, 3)
+    threshold = int((labels == second).sum())
+    out = tmp_path / "some"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    args = ["instances", "--load-config", config, "--output-dir", out, "--instances", third, first, second]
+    assert run_cli(monkeypatch, *args, "--min-gaussians", threshold) == 0
+    assert (out / "notes.txt").read_text() == "keep me"
+    kept = [first, second] if (labels == third).sum() < threshold else [first, second, third]
+    assert sorted(p.name for p in out.glob("instance_*.ply")) == sorted(f"instance_{label}.ply" for label in kept)
+    combined = read_vertices(out / "instances.ply")
+    selected = np.flatnonzero(np.isin(labels, kept))
+    np.testing.assert_array_equal(combined[INSTANCE_PROPERTY], labels[selected])
+    assert_matches_checkpoint(combined, model, selected)
+    assert [p.name for p in tmp_path.iterdir()] == ["some"]  # no staging folder left behind
+
+
+def test_export_instance_function(tmp_path, model, labels) -> None:
+    label = largest_labels(labels, 1)[0]
+    path = export_instance(model, label, tmp_path / "viewer")
+    assert path == tmp_path / "viewer" / f"instance_{label}.ply"
+    assert_matches_checkpoint(read_vertices(path), model, np.flatnonzero(labels == label))
+    missing = int(labels.max()) + 1
+    with pytest.raises(ValueError, match=f"label {missing}"):
+        export_instance(model, missing, tmp_path / "viewer")
+
+
+def test_edit_remove_and_move(monkeypatch, tmp_path, config, model, labels) -> None:
+    gone, moved = largest_labels(labels, 2)
+    means = model.means.detach().numpy()
+    base = ["edit", "--load-config", config, "--output-dir", tmp_path]
+    assert run_cli(monkeypatch, *base, "--remove", gone, "--output-filename", "removed.ply") == 0
+    kept = read_vertices(tmp_path / "removed.ply")
+    assert INSTANCE_PROPERTY not in kept.dtype.names
+    assert_matches_checkpoint(kept, model, np.flatnonzero(labels != gone))
+
+    assert run_cli(monkeypatch, *base, "--move", moved, "--translate", 1, -2, 0.5, "--output-filename", "m.ply") == 0
+    shifted = positions(read_vertices(tmp_path / "m.ply"))
+    mask = labels == moved
+    np.testing.assert_allclose(shifted[mask], means[mask] + [1, -2, 0.5], atol=1e-5)
+    np.testing.assert_array_equal(shifted[~mask], means[~mask])
+
+
+def test_move_rotates_about_the_centroid() -> None:
+    rng = np.random.default_rng(0)
+    n = 50
+    means, quats = rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(n, 4)).astype(np.float32)
+    zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    splats = Splats(means, zeros(n, 3), quats, zeros(n, 3), zeros(n, 15, 3), zeros(n))
+    labels = np.arange(n) % 2
+    moved = move_instance(splats, labels, 1, translation=(0.0, 0.0, 1.0), rotation_deg=(0.0, 0.0, 90.0))
+    mask = labels == 1
+    centroid = splats.means[mask].mean(0)
+    turn = Rotation.from_euler("z", 90, degrees=True)
+    expected = turn.apply(splats.means[mask] - centroid) + centroid + [0, 0, 1]
+    np.testing.assert_allclose(moved.means[mask], expected, atol=1e-5)
+    np.testing.assert_array_equal(moved.means[~mask], splats.means[~mask])
+    before = Rotation.from_quat(quats[mask][:, [1, 2, 3, 0]])
+    after = Rotation.from_quat(moved.quats[mask][:, [1, 2, 3, 0]])
+    assert np.allclose((turn * before).as_matrix(), after.as_matrix(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(moved.quats, axis=1), np.linalg.norm(quats, axis=1), rtol=1e-5)
+
+
+def test_write_ply_has_no_per_vertex_loop(tmp_path) -> None:
+    n = 200_000
+    zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    splats = Splats(zeros(n, 3), zeros(n, 3), zeros(n, 4), zeros(n, 3), zeros(n, 15, 3), np.arange(n, dtype=np.float32))
+    write_ply(tmp_path / "big.ply", splats.vertices(instance=np.arange(n)))
+    vertices = read_vertices(tmp_path / "big.ply")
+    np.testing.assert_array_equal(vertices["opacity"], np.arange(n))
+    np.testing.assert_array_equal(vertices[INSTANCE_PROPERTY], np.arange(n))
+
+
+def bad_input_message(monkeypatch, capsys, *args) -> str:
+    assert run_cli(monkeypatch, *args) == 2
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_bad_inputs_exit_2_and_write_nothing(monkeypatch, capsys, tmp_path, config, labels) -> None:
+    out = tmp_path / "out"
+    missing = int(labels.max()) + 1
+    message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", config, "--output-dir", out,
+                                "--instances", missing)  # fmt: skip
+    assert f"--instances: no Gaussian has label {missing}" in message
+    message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", config, "--output-dir", out,
+                                "--min-gaussians", len(labels) + 1)  # fmt: skip
+    assert f"--min-gaussians {len(labels) + 1} leaves no instance" in message
+    message = bad_input_message(monkeypatch, capsys, "edit", "--load-config", config, "--output-dir", out,
+                                "--remove", missing)  # fmt: skip
+    assert f"--remove: no Gaussian has label {missing}" in message
+
+    other = tmp_path / "splatfacto" / "config.yml"
+    other.parent.mkdir()
+    # the same run, but of Splatfacto: config class and model class both swapped
+    text = config.read_text().replace("unic_lift_ns.model.UniCLift", "nerfstudio.models.splatfacto.Splatfacto")
+    other.write_text(text.replace("method_name: unic-lift", "method_name: splatfacto"))
+    message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", other, "--output-dir", out)
+    assert f"--load-config: {other} is a 'splatfacto' run" in message
+    nowhere = tmp_path / "nope.yml"
+    message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", nowhere, "--output-dir", out)
+    assert "--load-config: no such file" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["splatfacto"]
+
+
+def test_ns_export_gaussian_splat_still_works(tmp_path, config, model) -> None:
+    script = Path(sys.executable).parent / "ns-export"
+    run = subprocess.run([str(script), "gaussian-splat", "--load-config", str(config), "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    theirs = read_vertices(tmp_path / "splat.ply")
+    ours = Splats.from_model(model).vertices()
+    assert theirs.dtype.names == ours.dtype.names
+    shown = np.flatnonzero(model.opacities.detach().numpy()[:, 0] >= -5.5373)  # ns-export drops opacity < 1/255
+    assert theirs.shape[0] == shown.size > 0
+    assert_matches_checkpoint(theirs, model, shown)

@@ -1,0 +1,188 @@
+"""Instance tools for nerfstudio's live viewer: colour overlay, click-to-pick, isolate/hide and export.
+
+:class:`InstanceViewer` is a parameter-free ``nn.Module`` attribute of the model, so nerfstudio's viewer finds its
+``Viewer*`` elements (``parse_object`` only descends into modules) and installs them under "Custom Elements". The
+pure logic (label under a click, Gaussian masks, overlay image) lives in functions that need no viewer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Optional, Tuple
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerClick, ViewerControl, ViewerSlider, ViewerText
+from torch import Tensor, nn
+
+from unic_lift_ns.labels import label_palette
+
+if TYPE_CHECKING:
+    from unic_lift_ns.model import UniCLiftModel
+
+DIM = 0.3
+"""Brightness of the pixels outside the selected instance in the overlay."""
+PICK_HEIGHT = 256
+"""Height in pixels of the render that decodes the label under a click."""
+MIN_ALPHA = 0.5
+"""A click on a pixel with less accumulated opacity hits background, not an instance."""
+
+
+def label_at(labels: Tensor, accumulation: Tensor, screen_pos: Tuple[float, float]) -> Optional[int]:
+    """Instance label under a click, or None when the click hits background.
+
+    Args:
+        labels: [H, W] or [H, W, 1] integer labels (any dtype).
+        accumulation: [H, W] or [H, W, 1] accumulated opacity of the same render.
+        screen_pos: click position normalised to [0, 1], OpenCV convention (x right, y down).
+    """
+    height, width = labels.shape[:2]
+    col = min(max(int(screen_pos[0] * width), 0), width - 1)
+    row = min(max(int(screen_pos[1] * height), 0), height - 1)
+    if float(accumulation[row, col].reshape(-1)[0]) < MIN_ALPHA:
+        return None
+    return int(labels[row, col].reshape(-1)[0])
+
+
+def gaussian_filter_for(labels: Tensor, selected: int, mode: Literal["isolate", "hide"]) -> Tensor:
+    """Boolean [N] mask of the Gaussians to draw: only the selected instance, or everything but it."""
+    chosen = labels == selected
+    return chosen if mode == "isolate" else ~chosen
+
+
+def instance_overlay(rgb: Tensor, labels: Tensor, opacity: float, selected: Optional[int] = None) -> Tensor:
+    """Instance colours blended over RGB: ``(1 - a) rgb + a colour``.
+
+    With a selection, only the selected instance is blended; every other pixel is dimmed to ``DIM`` rgb.
+
+    Args:
+        rgb: [H, W, 3] colours in [0, 1].
+        labels: [H, W] or [H, W, 1] integer labels.
+        opacity: a in [0, 1].
+        selected: label to highlight, or None for all instances.
+    """
+    labels = labels.reshape(rgb.shape[:2]).long()
+    blended = (1.0 - opacity) * rgb + opacity * label_palette(labels).to(rgb)
+    if selected is None:
+        return blended
+    return torch.where((labels == selected).unsqueeze(-1), blended, DIM * rgb)
+
+
+class InstanceViewer(nn.Module):
+    """Viewer GUI of UniC-Lift, shown in the viewer's Control tab under Custom Elements.
+
+    nerfstudio lists the elements by attribute name, so the names below sort in display order.
+    """
+
+    def __init__(self, model: UniCLiftModel) -> None:
+        super().__init__()
+        self._model = weakref.ref(model)  # a weak reference: registering the model as a submodule would loop
+        self.selected: Optional[int] = None
+        self.viewer_control = ViewerControl()
+        self.overlay_opacity = ViewerSlider(
+            "Overlay opacity", 0.5, 0.0, 1.0, 0.05, hint="Instance colours over RGB in the instance_overlay output"
+        )
+        self.pick_instance = ViewerButton("Pick instance", cb_hook=lambda _: self.start_pick())
+        self.picked = ViewerText("Selected", "none (click Pick instance, then the scene)", disabled=True)
+        self.subset_hide = ViewerButton("Hide", cb_hook=lambda _: self.set_subset("hide"))
+        self.subset_isolate = ViewerButton("Isolate", cb_hook=lambda _: self.set_subset("isolate"))
+        self.subset_show_all = ViewerButton("Show all", cb_hook=lambda _: self.show_all())
+        self.write_folder = ViewerText("Export folder", "exports", hint="Relative paths are inside the run directory")
+        self.write_selected = ViewerButton("Export selected", cb_hook=lambda _: self.export_selected())
+        self.written = ViewerText("Exported to", "", disabled=True)
+
+    def _owner(self) -> UniCLiftModel:
+        model = self._model()
+        assert model is not None, "the model of this viewer GUI was deleted"
+        return model
+
+    def overlay(self, rgb: Tensor, labels: Tensor) -> Tensor:
+        """The ``instance_overlay`` output for the current slider value and selection."""
+        return instance_overlay(rgb, labels, float(self.overlay_opacity.value), self.selected)
+
+    def select(self, label: Optional[int]) -> None:
+        """Select an instance (None clears) and show its label and Gaussian count."""
+        self.selected = label
+        if label is None:
+            self.picked.value = "none"
+        else:
+            count = int((self._owner().gaussian_labels() == label).sum())
+            self.picked.value = f"label {label}: {count} Gaussians"
+
+    def set_subset(self, mode: Literal["isolate", "hide"]) -> None:
+        """Draw only the selected instance, or everything but it."""
+        if self.selected is None:
+            self.picked.value = "none: pick an instance first"
+            return
+        model = self._owner()
+        model.gaussian_filter = gaussian_filter_for(model.gaussian_labels(), self.selected, mode)
+
+    def show_all(self) -> None:
+        """Draw every Gaussian again and clear the selection."""
+        self._owner().gaussian_filter = None
+        self.select(None)
+
+    def start_pick(self) -> None:
+        """Listen for ONE click: viser disables camera control while a pointer callback is registered."""
+        self.picked.value = "click on an instance in the scene"
+        self.viewer_control.register_pointer_cb("click", self._on_click)
+
+    def _on_click(self, click: ViewerClick) -> None:
+        self.viewer_control.unregister_pointer_cb()
+        camera = self._viewer_camera()
+        if camera is None:
+            return
+        outputs = self.render_for_pick(camera)
+        label = label_at(outputs["instance_label"], outputs["accumulation"], click.screen_pos)
+        if label is None:
+            self.picked.value = "none: the click hit background"
+        else:
+            self.select(label)
+
+    def _viewer_camera(self) -> Optional[Cameras]:
+        """The first client's current view at ``PICK_HEIGHT`` rows, with its aspect ratio."""
+        clients = self.viewer_control.viser_server.get_clients()
+        if not clients:
+            return None
+        aspect = next(iter(clients.values())).camera.aspect
+        return self.viewer_control.get_camera(PICK_HEIGHT, max(1, round(PICK_HEIGHT * aspect)))
+
+    @torch.no_grad()
+    def render_for_pick(self, camera: Cameras) -> dict:
+        """Evaluation render of one camera with the viewer's crop, safe to run beside training."""
+        model = self._owner()
+        viewer = getattr(self.viewer_control, "viewer", None)
+        lock = viewer.train_lock if viewer is not None and viewer.train_lock is not None else contextlib.nullcontext()
+        obb = viewer.control_panel.crop_obb if viewer is not None and viewer.control_panel.crop_viewport else None
+        with lock:
+            was_training = model.training
+            model.eval()
+            try:
+                return model.get_outputs_for_camera(camera, obb_box=obb)
+            finally:
+                model.train(was_training)
+
+    def export_folder(self) -> Path:
+        """The export folder, relative paths resolved against the run directory (where config.yml is)."""
+        folder = Path(self.write_folder.value).expanduser()
+        viewer = getattr(self.viewer_control, "viewer", None)
+        if folder.is_absolute() or viewer is None:
+            return folder
+        return Path(viewer.log_filename).parent / folder
+
+    def export_selected(self) -> Optional[Path]:
+        """Write the selected instance's Gaussians with ``unic_lift_ns.export.instances.export_instance``."""
+        if self.selected is None:
+            self.written.value = "nothing selected: pick an instance first"
+            return None
+        from unic_lift_ns.export.instances import export_instance
+
+        try:
+            path = export_instance(self._owner(), self.selected, self.export_folder())
+        except ValueError as error:  # e.g. a label that only blended pixels decode to, carried by no Gaussian
+            self.written.value = f"not exported: {error}"
+            return None
+        self.written.value = str(path)
+        return path
