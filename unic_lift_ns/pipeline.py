@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
 
 import numpy as np
+import torch
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from unic_lift_ns.data.label_maps import resize_label_map
 from unic_lift_ns.eval.evaluate import EvalResult, load_scene_gt, score
 from unic_lift_ns.eval.render import RenderedViews, render_eval_views
 
@@ -30,15 +32,25 @@ class UniCLiftPipelineConfig(VanillaPipelineConfig):
 
 
 def score_rendered(rendered: RenderedViews, scene_dir: Path) -> EvalResult:
-    """Score rendered eval views against a scene's ground truth, matching views by file stem."""
+    """Score rendered eval views against a scene's ground truth, matching views by file stem.
+
+    Views rendered smaller than the ground truth (training on images_2 or with --downscale-factor) are scored
+    after nearest-neighbour upsampling of their label maps, so labels are never averaged.
+    """
     gt = load_scene_gt(scene_dir)
     index = {stem: i for i, stem in enumerate(rendered.stems)}
     missing = [s for s in gt.eval_stems if s not in index]
     if missing:
         raise ValueError(f"{scene_dir}/split.json lists eval views the checkpoint's eval split lacks: {missing[:5]}")
-    order = [index[s] for s in gt.eval_stems]
-    semantics = [rendered.semantics[i] for i in order] if rendered.semantics is not None else None
-    result = score([rendered.instances[i] for i in order], gt, semantics)
+
+    def at_gt_size(maps: List[np.ndarray]) -> List[np.ndarray]:
+        return [
+            resize_label_map(torch.from_numpy(maps[index[stem]]), *target.shape).numpy()
+            for stem, target in zip(gt.eval_stems, gt.instances)
+        ]
+
+    semantics = at_gt_size(rendered.semantics) if rendered.semantics is not None else None
+    result = score(at_gt_size(rendered.instances), gt, semantics)
     return dataclasses.replace(result, psnr=rendered.mean_image_metrics().get("psnr"))
 
 
