@@ -1,0 +1,159 @@
+"""The `gaussian-clustering` baseline (Contrastive Gaussian Clustering): hand-computed losses, the loss schedule,
+the feature clustering, and a real `ns-train gaussian-clustering` + `unic-lift-eval` run on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nerfstudio.data.scene_box import SceneBox
+from PIL import Image
+
+from conftest import make_scene
+from test_model import make_camera
+from unic_lift_ns.baselines.gaussian_clustering import GaussianClusteringModel, GaussianClusteringModelConfig
+from unic_lift_ns.baselines.gaussian_clustering_losses import (
+    applies_at,
+    contrastive_clustering_loss,
+    sample_spatial_pairs,
+    spatial_neighbours,
+    spatial_similarity_loss,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def make_model(num_points: int = 300, **overrides) -> GaussianClusteringModel:
+    torch.manual_seed(0)
+    points = torch.rand(num_points, 3) * 0.6 - 0.3
+    colors = torch.randint(0, 256, (num_points, 3))
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    config = GaussianClusteringModelConfig(**overrides)
+    return config.setup(scene_box=box, num_train_data=4, seed_points=(points, colors), metadata={})
+
+
+def test_contrastive_clustering_loss_hand_computed():
+    # Two segments of two unit features at +-60 degrees around (1, 0) and (-1, 0): the normalised means are
+    # (+-1, 0), every feature is 1 away from its mean, so phi = 2 / (2 log(2 + alpha)) = 1 with alpha = e - 2.
+    # Each pixel has dot products +-1/2 with the two prototypes: loss = -log(e^0.5 / (e^0.5 + e^-0.5)).
+    c, s = 0.5, math.sqrt(3) / 2
+    features = torch.tensor([[c, s], [c, -s], [-c, s], [-c, -s], [5.0, 1.0]]) * 3.0  # any norm; last is void
+    segments = torch.tensor([4, 4, 9, 9, 0])
+    loss = contrastive_clustering_loss(features, segments, alpha=math.e - 2, min_temperature=0.01)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-5)
+
+    # Collapsed segments have spread 0: phi is floored at 0.5, so the logits are +-2.
+    collapsed = torch.tensor([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0], [-3.0, 0.0]], requires_grad=True)
+    loss = contrastive_clustering_loss(collapsed, torch.tensor([1, 1, 2, 2]), min_temperature=0.5)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-4)), rel=1e-5)
+
+    # One segment, or only void pixels: 0, still connected to the graph.
+    for ids in (torch.tensor([3, 3, 3, 3]), torch.zeros(4, dtype=torch.long)):
+        loss = contrastive_clustering_loss(collapsed, ids)
+        loss.backward()
+        assert loss.item() == 0.0
+
+
+def test_spatial_similarity_loss_hand_computed_pulls_near_and_pushes_far():
+    features = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.0, -1.0]], requires_grad=True)
+    anchors, near, far = torch.tensor([0]), torch.tensor([[1, 2]]), torch.tensor([[3, 4]])
+    far_valid = torch.tensor([[True, False]])  # Gaussian 4 lies inside the near ball: not a far one
+    # near: mean(1 - 1, 1 - 0) = 0.5; far: cos(f0, f3) = 0.6. 2 * 0.5 + 0.5 * 0.6 = 1.3.
+    loss = spatial_similarity_loss(features, anchors, near, far, far_valid, near_weight=2.0, far_weight=0.5)
+    assert loss.item() == pytest.approx(1.3, rel=1e-5)
+
+    loss.backward()
+    assert not features.grad[4].any()
+    stepped = features.detach() - 0.1 * features.grad
+    cosine = torch.nn.functional.cosine_similarity(stepped, features.detach()[0:1], dim=-1)  # to the old anchor
+    assert cosine[2] > 0.0  # the near Gaussian is pulled towards the anchor
+    assert cosine[3] < 0.6  # the far Gaussian is pushed away from it
+
+
+def test_spatial_pairs_near_inside_far_outside():
+    generator = torch.Generator().manual_seed(0)
+    blobs = torch.randn(100, 3, generator=generator) * 0.05
+    blobs[50:] += 10.0
+    near, radius = spatial_neighbours(blobs, 5)
+    assert near.shape == (100, 5) and not (near == torch.arange(100)[:, None]).any()
+    assert torch.equal(near // 50, (torch.arange(100) // 50)[:, None].expand(100, 5))  # same blob
+    anchors, near_a, far, valid = sample_spatial_pairs(blobs, near, radius, 20, 8, generator)
+    assert anchors.unique().numel() == 20 and near_a.shape == (20, 5) and far.shape == valid.shape == (20, 8)
+    distance = (blobs[far] - blobs[anchors][:, None]).norm(dim=-1)
+    assert torch.equal(valid, distance > radius[anchors][:, None]) and valid.any()
+    assert ((blobs[near_a] - blobs[anchors][:, None]).norm(dim=-1) <= radius[anchors][:, None] + 1e-6).all()
+
+
+def test_losses_follow_their_schedule():
+    assert [s for s in range(301) if applies_at(s, 50)] == [0, 50, 100, 150, 200, 250, 300]
+    assert not any(applies_at(s, 0) for s in range(10))
+
+    model = make_model(contrastive_every=50, spatial_every=100, num_semantic_classes=0)
+    model.train()
+    model.optimizers = {}
+    mask = torch.ones(32, 32, dtype=torch.long)
+    mask[:, 16:] = 2
+    seen = {}
+    for step in (49, 50, 100):
+        model.step = step
+        outputs = model.get_outputs(make_camera(32))
+        losses = model.get_loss_dict(outputs, {"image": torch.rand(32, 32, 3), "instance_mask": mask})
+        seen[step] = {k for k in losses if k in ("contrastive_loss", "spatial_loss")}
+    assert seen == {49: set(), 50: {"contrastive_loss"}, 100: {"contrastive_loss", "spatial_loss"}}
+
+
+def test_clustering_recovers_well_separated_feature_groups():
+    model = make_model(num_points=600, num_semantic_classes=0)
+    generator = torch.Generator().manual_seed(1)
+    directions = torch.nn.functional.normalize(torch.randn(3, 16, generator=generator), dim=-1) * 4
+    groups = torch.arange(600) % 3
+    with torch.no_grad():
+        model.gauss_params["embeddings"].copy_(directions[groups] + 0.05 * torch.randn(600, 16, generator=generator))
+    model.eval()
+    labels = model.gaussian_labels()
+    assert model.clustering_seconds > 0.0
+    assert torch.equal(torch.unique(labels), torch.arange(3))
+    for g in range(3):  # one label per group, distinct across groups
+        assert torch.unique(labels[groups == g]).numel() == 1
+    fitted = model.centroids()
+    outputs = model.get_outputs_for_camera(make_camera(24))
+    assert model.centroids() is fitted  # cached, not refitted for the rendering
+    assert set(outputs["instance_label"].long().unique().tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_ns_train_gaussian_clustering_cpu_then_eval(tmp_path):
+    scene = make_scene(tmp_path / "scene", num_objects=3, num_views=8, resolution=48, num_points=800)
+    cmd = [
+        str(BIN / "ns-train"), "gaussian-clustering", "--data", str(scene), "--machine.device-type", "cpu",
+        "--max-num-iterations", "100", "--vis", "tensorboard", "--output-dir", str(tmp_path / "outputs"),
+        "--experiment-name", "tiny", "--timestamp", "run", "--viewer.quit-on-train-completion", "True",
+        "--steps-per-eval-image", "100000", "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
+        "--pipeline.model.resolution-schedule", "30", "--pipeline.model.warmup-length", "30",
+        "--pipeline.model.stop-split-at", "60", "--pipeline.model.contrastive-every", "1",
+        "--pipeline.model.spatial-every", "5", "--pipeline.model.spatial-refresh-every", "50",
+        "--pipeline.model.cluster-min-size", "10", "--optimizers.embeddings.optimizer.lr", "0.2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = tmp_path / "outputs" / "tiny" / "gaussian-clustering" / "run"
+
+    out = tmp_path / "eval.json"
+    proc = subprocess.run(
+        [str(BIN / "unic-lift-eval"), "--load-config", str(run_dir / "config.yml"), "--output-json", str(out),
+         "--save-labels", str(tmp_path / "labels")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PQ^scene" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    ours = next(v for k, v in results.items() if k.startswith("gaussian-clustering"))
+    assert np.isfinite(ours["pq_scene"]) and ours["num_pred_instances"] >= 1
+    labels = [np.array(Image.open(path)) for path in sorted((tmp_path / "labels" / "instances").glob("*.png"))]
+    assert labels and np.unique(np.stack(labels)).size > 1  # the Gaussians fell into more than one cluster

@@ -1,0 +1,270 @@
+"""Contrastive Lift on 3D Gaussian splats: the "CL+3DGS" baseline of UniC-Lift (Table 5, appendix B.1).
+
+Contrastive Lift (Bhalgat et al., NeurIPS 2023) with its neural field replaced by the UniC-Lift Gaussians: each
+Gaussian carries a *fast* embedding theta (trained) and a *slow* one (an exponential moving average of the fast
+one, momentum 0.9, appendix B.2); both are rendered like colour with detached geometry. Training uses the
+slow-fast contrastive loss (Eq. 4) and the concentration loss (Eq. 5) instead of UniC-Lift's Eqs. 4-6. Labels
+come from post-hoc clustering (Sec. 3 and appendix B.3): about 10^5 fast embeddings rendered from up to 100
+training views are clustered with HDBSCAN, per predicted "thing" class when the semantic head is on, and every
+pixel (or Gaussian) takes the label of its nearest cached centroid.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from torch import Tensor
+from torch.nn import Parameter
+
+from unic_lift_ns.baselines.contrastive_lift_losses import (
+    concentration_loss,
+    partition_pixels,
+    slow_fast_contrastive_loss,
+)
+from unic_lift_ns.clustering import assign_nearest, fit_centroids
+from unic_lift_ns.labels import label_palette
+from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.pipeline import UniCLiftPipeline, UniCLiftPipelineConfig
+
+
+@dataclass
+class ContrastiveLiftModelConfig(UniCLiftModelConfig):
+    """Contrastive Lift's instance field and losses on the UniC-Lift Gaussians (Splatfacto)."""
+
+    _target: Type = field(default_factory=lambda: ContrastiveLiftModel)
+    embedding_dim: int = 3
+    """Dimension D of the fast and slow embeddings (Contrastive Lift: 3 on Messy Rooms, 24 on ScanNet/Replica)."""
+    cluster_loss_weight: float = 0.0
+    """Unused: Contrastive Lift has no UniC-Lift cluster-contrastive loss."""
+    triplet_loss_weight: float = 0.0
+    """Unused: Contrastive Lift has no triplet loss."""
+    neighbour_loss_weight: float = 0.0
+    """UniC-Lift's 3D neighbourhood loss (Eq. 6 of UniC-Lift); off, it is not part of Contrastive Lift."""
+    slow_fast_loss_weight: float = 0.1
+    """Weight of the slow-fast contrastive loss, Eq. 4 (appendix B.2: 0.1 for the instance losses)."""
+    concentration_loss_weight: float = 0.1
+    """Weight of the concentration loss, Eq. 5 (appendix B.2: 0.1 for the instance losses)."""
+    rbf_gamma: float = 1.0
+    """gamma of the RBF similarity exp(-gamma ||x - x'||^2) of Eq. 4 (no value in the paper; 1 = unit temperature)."""
+    slow_momentum: float = 0.9
+    """EMA momentum m of the slow embeddings: slow <- m slow + (1 - m) fast after every step (appendix B.2)."""
+    max_pixels: int = 2048
+    """Pixels drawn per step and split evenly into Omega_1 (fast) and Omega_2 (slow) (appendix B.2: 2048 rays)."""
+    cluster_num_samples: int = 100_000
+    """Rendered embeddings clustered after training (Sec. 3: 10^5)."""
+    cluster_max_views: int = 100
+    """Training views the clustered embeddings are drawn from (Sec. 3: 100 random viewpoints)."""
+    cluster_min_size: int = 100
+    """HDBSCAN minimum cluster size, in samples (appendix B.3 tunes it; smaller for more objects)."""
+    cluster_min_samples: Optional[int] = None
+    """HDBSCAN min_samples (core-distance neighbourhood); None = cluster_min_size."""
+    semantic_guided_clustering: bool = True
+    """Cluster each predicted thing class separately and give stuff pixels their class label (appendix B.3);
+    needs the semantic head (num_semantic_classes > 0)."""
+    stuff_classes: Tuple[int, ...] = (0,)
+    """Semantic classes that are stuff (Messy Rooms: background); stuff class k of this list gets label k and
+    the thing clusters the labels after them."""
+    cluster_seed: int = 0
+    """Seed of the view and pixel draws of the clustering samples."""
+
+
+class ContrastiveLiftModel(UniCLiftModel):
+    """Fast and slow per-Gaussian embeddings, slow-fast losses and HDBSCAN + nearest-centroid labels."""
+
+    config: ContrastiveLiftModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        cfg = self.config
+        unknown = [c for c in cfg.stuff_classes if not 0 <= c < cfg.num_semantic_classes]
+        if self.semantic_guided and unknown:
+            raise ValueError(f"--pipeline.model.stuff-classes {unknown}: not among {cfg.num_semantic_classes} classes")
+        if self.semantic_guided and not self.thing_classes:
+            raise ValueError("Semantic-guided clustering needs a thing class outside --pipeline.model.stuff-classes")
+        # Per Gaussian like the fast embedding, so gsplat's strategy duplicates, splits and prunes it alongside;
+        # never differentiated (rendered detached) and moved only by the EMA.
+        self.gauss_params["slow_embeddings"] = Parameter(self.embeddings.detach().clone(), requires_grad=False)
+        self._pixel_generator = torch.Generator().manual_seed(0)
+        self.cluster_cameras: Optional[Cameras] = None
+        """Views the clustering samples are rendered from; set by :class:`ContrastiveLiftPipeline`."""
+        self.clustering_seconds: Optional[float] = None
+        """Wall time of the last :meth:`fit_clusters` (rendering the samples + HDBSCAN), None before any."""
+        self._centroids: Optional[Tensor] = None
+        self._groups: List[Tuple[Optional[int], int, int]] = []  # (thing class or None, first, end) centroid rows
+        self._sampling = False
+
+    def _check_segment_counts(self) -> None:
+        """Contrastive Lift has no bound on the number of segments per mask, unlike UniC-Lift's 2^d labels."""
+
+    @property
+    def semantic_guided(self) -> bool:
+        return self.config.semantic_guided_clustering and self.config.num_semantic_classes > 0
+
+    @property
+    def thing_classes(self) -> List[int]:
+        return [c for c in range(self.config.num_semantic_classes) if c not in self.config.stuff_classes]
+
+    def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
+        """Load the Gaussians and forget centroids fitted to other weights."""
+        self._centroids = None
+        return super().load_state_dict(dict, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ training
+
+    def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The fast embedding theta and semantic logits, plus the slow embedding in training (Eq. 4)."""
+        features = super().segmentation_features(params)
+        if self.training:
+            features["slow_embedding"] = params["slow_embeddings"].detach()
+        return features
+
+    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
+        """Slow-fast contrastive loss (Eq. 4) and concentration loss (Eq. 5) on one random pixel partition."""
+        cfg = self.config
+        fast_pixels, slow_pixels = partition_pixels(segments, cfg.max_pixels, self._pixel_generator)
+        fast = outputs["embedding"].reshape(-1, cfg.embedding_dim)[fast_pixels]
+        slow = outputs["slow_embedding"].reshape(-1, cfg.embedding_dim)[slow_pixels]
+        args = (fast, segments[fast_pixels], slow, segments[slow_pixels])
+        return {
+            "slow_fast_loss": cfg.slow_fast_loss_weight * slow_fast_contrastive_loss(*args, gamma=cfg.rbf_gamma),
+            "concentration_loss": cfg.concentration_loss_weight * concentration_loss(*args),
+        }
+
+    @torch.no_grad()
+    def update_slow_embeddings(self) -> None:
+        """Appendix B.2: slow <- m slow + (1 - m) fast, per Gaussian."""
+        m = self.config.slow_momentum
+        self.gauss_params["slow_embeddings"].mul_(m).add_(self.embeddings.detach(), alpha=1.0 - m)
+
+    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """Splatfacto's callbacks (densification after the optimiser step), then the EMA of the slow field."""
+        after_step = [TrainingCallbackLocation.AFTER_TRAIN_ITERATION]
+        ema = TrainingCallback(after_step, lambda step: self.update_slow_embeddings())
+        return super().get_training_callbacks(attributes) + [ema]
+
+    # ---------------------------------------------------------------------------------------- clustering
+
+    @torch.no_grad()
+    def fit_clusters(self) -> None:
+        """Render the clustering samples, run HDBSCAN per group and cache the centroids (appendix B.3).
+
+        Groups are the predicted thing classes with semantic guidance, else all pixels. A group in which HDBSCAN
+        finds no cluster (or which has no sample) becomes a single instance. Sets :attr:`clustering_seconds`.
+        """
+        start = time.perf_counter()
+        embeddings, classes = self._clustering_samples()
+        cfg = self.config
+        centroids, self._groups, first = [], [], 0
+        for group in self.thing_classes if self.semantic_guided else [None]:
+            members = embeddings if group is None else embeddings[classes == group]
+            found = fit_centroids(members, cfg.cluster_min_size, cfg.cluster_min_samples)
+            if found.shape[0] == 0:
+                found = (members if members.shape[0] > 0 else embeddings).mean(dim=0, keepdim=True).cpu()
+            centroids.append(found)
+            self._groups.append((group, first, first + found.shape[0]))
+            first += found.shape[0]
+        self._centroids = torch.cat(centroids).to(self.device)
+        self.clustering_seconds = time.perf_counter() - start
+
+    def _clustering_samples(self) -> Tuple[Tensor, Optional[Tensor]]:
+        """About ``cluster_num_samples`` rendered fast embeddings [M, D] (and semantic classes [M]) drawn evenly
+        from up to ``cluster_max_views`` random views of :attr:`cluster_cameras`."""
+        cfg = self.config
+        if self.cluster_cameras is None:
+            raise RuntimeError("No views to cluster: ContrastiveLiftPipeline sets model.cluster_cameras")
+        generator = torch.Generator().manual_seed(cfg.cluster_seed)
+        views = torch.randperm(len(self.cluster_cameras), generator=generator)[: cfg.cluster_max_views].tolist()
+        per_view = -(-cfg.cluster_num_samples // len(views))
+        embeddings, classes = [], []
+        was_training, self._sampling = self.training, True
+        self.eval()
+        try:
+            for view in views:
+                outputs = self.get_outputs_for_camera(self.cluster_cameras[view : view + 1])
+                flat = outputs["embedding"].reshape(-1, cfg.embedding_dim)
+                pick = torch.randperm(flat.shape[0], generator=generator)[:per_view].to(flat.device)
+                embeddings.append(flat[pick])
+                if self.semantic_guided:
+                    classes.append(outputs["semantic_label"].reshape(-1)[pick].long())
+        finally:
+            self._sampling = False
+            self.train(was_training)
+        return torch.cat(embeddings), torch.cat(classes) if classes else None
+
+    def _labels(self, embedding: Tensor, classes: Optional[Tensor]) -> Tensor:
+        """Nearest-centroid labels [...] of embeddings [..., D]; with semantic classes [...] (appendix B.3, step 4)
+        stuff pixels get their stuff label and thing pixels the nearest centroid of their own class."""
+        if self._sampling:  # rendering the clustering samples themselves: nothing to decode yet
+            return torch.zeros(embedding.shape[:-1], dtype=torch.long, device=embedding.device)
+        if self._centroids is None:
+            self.fit_clusters()
+        assert self._centroids is not None
+        offset = len(self.config.stuff_classes) if self.semantic_guided else 0
+        if classes is None or not self.semantic_guided:
+            return assign_nearest(embedding, self._centroids) + offset
+        labels = torch.zeros(classes.shape, dtype=torch.long, device=embedding.device)
+        for index, stuff in enumerate(self.config.stuff_classes):
+            labels[classes == stuff] = index
+        for group, first, end in self._groups:
+            mask = classes == group
+            labels[mask] = assign_nearest(embedding[mask], self._centroids[first:end]) + offset + first
+        return labels
+
+    def decode_instances(self, embedding: Tensor) -> Tensor:
+        """Nearest cached centroid over all groups (no semantics given); clusters are fitted on first use."""
+        return self._labels(embedding, None)
+
+    @torch.no_grad()
+    def gaussian_labels(self) -> Tensor:
+        """Label of every Gaussian [N]: its fast embedding and, with semantic guidance, its own semantic class."""
+        logits = self.semantic_logits
+        classes = logits.argmax(dim=-1) if logits is not None and self.semantic_guided else None
+        return self._labels(self.embeddings, classes)
+
+    def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
+        """UniC-Lift's outputs; in evaluation the instance labels use the rendered semantic classes (B.3)."""
+        outputs = super().get_outputs(camera)
+        if not self.training and not self._sampling and self.semantic_guided and "semantic_label" in outputs:
+            classes = outputs["semantic_label"].squeeze(-1).long()  # type: ignore[union-attr]
+            labels = self._labels(outputs["embedding"], classes)  # type: ignore[arg-type]
+            outputs["instance"] = label_palette(labels)
+            outputs["instance_label"] = labels.float().unsqueeze(-1)
+            if "instance_overlay" in outputs:  # the live viewer's overlay follows the same labels
+                outputs["instance_overlay"] = self.instance_gui.overlay(outputs["rgb"], labels)  # type: ignore[arg-type]
+        return outputs
+
+
+@dataclass
+class ContrastiveLiftPipelineConfig(UniCLiftPipelineConfig):
+    """UniC-Lift pipeline that hands the training views to the model for clustering."""
+
+    _target: Type = field(default_factory=lambda: ContrastiveLiftPipeline)
+
+
+class ContrastiveLiftPipeline(UniCLiftPipeline):
+    """Gives the model its clustering views and refits the clusters before every full evaluation."""
+
+    config: ContrastiveLiftPipelineConfig
+
+    def __init__(
+        self,
+        config: ContrastiveLiftPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        **kwargs,
+    ) -> None:
+        super().__init__(config, device, test_mode, **kwargs)
+        self.model.cluster_cameras = self.datamanager.train_dataset.cameras
+
+    def get_average_eval_image_metrics(self, *args, **kwargs) -> Dict[str, float]:
+        """Refit the clusters on the current embeddings, then render and score every eval view; also reports the
+        clustering time (``clustering_seconds``), which the paper adds to the training time."""
+        self.model.fit_clusters()
+        metrics = super().get_average_eval_image_metrics(*args, **kwargs)
+        metrics["clustering_seconds"] = float(self.model.clustering_seconds)
+        return metrics

@@ -1,0 +1,159 @@
+"""Contrastive Gaussian Clustering (Silva et al. 2024, arXiv 2404.12784) on the UniC-Lift backbone.
+
+Each Gaussian carries a learnable segmentation feature f (the backbone's per-Gaussian embedding, 16-d), alpha
+blended like colour with detached geometry. Training adds, to the rendering loss, the contrastive clustering loss
+L_CC on the rendered feature map every ``contrastive_every`` steps and the spatial-similarity regularisation on
+sampled near/far Gaussians every ``spatial_every`` steps (Sec. 3.2). After training the Gaussians are clustered by
+their features (HDBSCAN on the L2-normalised features; centroids = normalised cluster means); each Gaussian takes
+its nearest centroid, a view is rendered by alpha blending the Gaussians' *clustered* features (their centroids,
+as the paper renders novel-view masks), and each pixel takes the nearest centroid of its rendered feature
+(cosine), so a pixel covered by the Gaussians of one cluster gets exactly that cluster's label. UniC-Lift's
+cluster, triplet and 3D losses are off.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unic_lift_ns.baselines.gaussian_clustering_losses import (
+    applies_at,
+    contrastive_clustering_loss,
+    sample_spatial_pairs,
+    spatial_neighbours,
+    spatial_similarity_loss,
+)
+from unic_lift_ns.clustering import assign_nearest, fit_centroids
+from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+
+
+@dataclass
+class GaussianClusteringModelConfig(UniCLiftModelConfig):
+    """Contrastive Gaussian Clustering: per-Gaussian features, L_CC, spatial-similarity regularisation, clustering."""
+
+    _target: Type = field(default_factory=lambda: GaussianClusteringModel)
+    embedding_dim: int = 16
+    """Size of the per-Gaussian segmentation feature f."""
+    neighbour_loss_weight: float = 0.0
+    """UniC-Lift's 3D loss (Eq. 6 of UniC-Lift) is replaced by the spatial-similarity regularisation: keep 0."""
+    contrastive_loss_weight: float = 1.0
+    """Weight of the contrastive clustering loss L_CC."""
+    contrastive_every: int = 50
+    """Apply L_CC every this many steps (paper: 50); 0 disables it."""
+    contrastive_alpha: float = 10.0
+    """Smoothing constant alpha of the per-segment temperature phi_p of L_CC."""
+    min_temperature: float = 0.05
+    """Floor of phi_p, so that a segment whose features have collapsed (spread 0) keeps finite logits."""
+    spatial_every: int = 100
+    """Apply the spatial-similarity regularisation every this many steps (paper: 100); 0 disables it."""
+    spatial_num_anchors: int = 1000
+    """m: Gaussians sampled per application of the spatial regularisation."""
+    spatial_num_near: int = 5
+    """Near Gaussians per sampled Gaussian (its nearest neighbours)."""
+    spatial_num_far: int = 5
+    """Far Gaussians per sampled Gaussian (uniform draws outside its near ball)."""
+    near_weight: float = 1.0
+    """lambda_near: weight of the pull between near Gaussians (1 - cosine similarity)."""
+    far_weight: float = 0.1
+    """lambda_far: weight of the push between far Gaussians (cosine similarity)."""
+    spatial_refresh_every: int = 1000
+    """Rebuild the KD-tree neighbours every this many steps (and whenever the number of Gaussians changed)."""
+    cluster_max_samples: int = 20000
+    """HDBSCAN clusters at most this many Gaussians' features (a fixed random subset); all are then assigned."""
+    cluster_min_size: int = 50
+    """HDBSCAN's minimum cluster size, in sampled Gaussians."""
+
+
+class GaussianClusteringModel(UniCLiftModel):
+    """UniC-Lift's backbone with the losses and the clustering-based labels of Contrastive Gaussian Clustering."""
+
+    config: GaussianClusteringModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self.clustering_seconds = 0.0  # wall time of the latest (lazy) fit of the clustering, for the bench
+        self._centroids: Optional[Tensor] = None
+        self._centroids_key: Optional[Tuple[int, int]] = None
+        self._spatial: Optional[Tuple[Tensor, Tensor]] = None
+        self._spatial_step = -1
+        self._spatial_generator = torch.Generator()
+        self._spatial_generator.manual_seed(0)
+
+    # ------------------------------------------------------------------------------------------ labels
+
+    def centroids(self) -> Tensor:
+        """[C, D] unit-norm cluster centroids of the Gaussians' normalised features, fitted once per training step
+        (lazily: the first time labels are needed) and cached; the fit time goes to ``clustering_seconds``.
+
+        When HDBSCAN finds no cluster (all noise), the single centroid is the mean feature: one instance.
+        """
+        cfg = self.config
+        key = (self.step, self.num_points)
+        if self._centroids is None or self._centroids_key != key:
+            start = time.perf_counter()
+            features = F.normalize(self.embeddings.detach(), dim=-1)
+            subset = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))
+            subset = subset[: cfg.cluster_max_samples].to(features.device)
+            centroids = fit_centroids(features[subset], cfg.cluster_min_size)
+            if centroids.shape[0] == 0:
+                centroids = features.mean(dim=0, keepdim=True).cpu()
+            self._centroids = F.normalize(centroids.to(features), dim=-1)
+            self._centroids_key = key
+            self.clustering_seconds = time.perf_counter() - start
+        return self._centroids
+
+    def decode_instances(self, embedding: Tensor) -> Tensor:
+        """[..., D] features -> [...] int64 index of the nearest centroid (cosine similarity)."""
+        return assign_nearest(F.normalize(embedding, dim=-1), self.centroids())
+
+    def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """In evaluation the rendered feature is the alpha blend of the Gaussians' clustered features (centroids)."""
+        features = super().segmentation_features(params)
+        if not self.training:
+            centroids = self.centroids()
+            features["embedding"] = centroids[assign_nearest(F.normalize(params["embeddings"], dim=-1), centroids)]
+        return features
+
+    # ------------------------------------------------------------------------------------------ losses
+
+    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
+        """L_CC on the rendered features, on the steps it is scheduled for."""
+        cfg = self.config
+        if cfg.contrastive_loss_weight <= 0 or not applies_at(self.step, cfg.contrastive_every):
+            return {}
+        features = outputs["embedding"].reshape(-1, cfg.embedding_dim)
+        loss = contrastive_clustering_loss(features, segments, cfg.contrastive_alpha, cfg.min_temperature)
+        return {"contrastive_loss": cfg.contrastive_loss_weight * loss}
+
+    def _spatial_neighbours(self) -> Tuple[Tensor, Tensor]:
+        """KD-tree neighbours of every Gaussian, rebuilt periodically and when Gaussians were added or removed."""
+        stale = (
+            self._spatial is None
+            or self.step - self._spatial_step >= self.config.spatial_refresh_every
+            or self._spatial[0].shape[0] != self.num_points
+        )
+        if stale:
+            self._spatial = spatial_neighbours(self.means.detach(), self.config.spatial_num_near)
+            self._spatial_step = self.step
+        assert self._spatial is not None
+        return self._spatial
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """Rendering loss + L_CC (via :meth:`instance_losses`) + spatial-similarity regularisation (+ semantics)."""
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        cfg = self.config
+        if self.training and applies_at(self.step, cfg.spatial_every) and (cfg.near_weight > 0 or cfg.far_weight > 0):
+            means = self.means.detach()
+            near, radius = self._spatial_neighbours()
+            anchors, near, far, far_valid = sample_spatial_pairs(
+                means, near, radius, cfg.spatial_num_anchors, cfg.spatial_num_far, self._spatial_generator
+            )
+            loss_dict["spatial_loss"] = spatial_similarity_loss(
+                self.embeddings, anchors, near, far, far_valid, cfg.near_weight, cfg.far_weight
+            )
+        return loss_dict
