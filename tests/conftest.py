@@ -9,6 +9,18 @@ import pytest
 from unic_lift_ns.synth.generate import SynthConfig, generate_scene
 
 
+def setup_model(config, num_points: int = 300, seed: int = 0, metadata=None):
+    """A model of ``config`` (a UniCLiftModelConfig or subclass) on random seed points in [-0.3, 0.3]^3."""
+    import torch
+    from nerfstudio.data.scene_box import SceneBox
+
+    torch.manual_seed(seed)
+    points = torch.rand(num_points, 3) * 0.6 - 0.3
+    colors = torch.randint(0, 256, (num_points, 3))
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    return config.setup(scene_box=box, num_train_data=4, seed_points=(points, colors), metadata=metadata or {})
+
+
 def make_scene(path: Path, **overrides) -> Path:
     options = dict(num_objects=6, num_views=16, resolution=48, seed=0)
     options.update(overrides)

@@ -14,9 +14,8 @@ import pytest
 import torch
 from gsplat.strategy.ops import duplicate, remove, split
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.data.scene_box import SceneBox
 
-from conftest import make_scene
+from conftest import make_scene, setup_model
 from unic_lift_ns.baselines.contrastive_lift import ContrastiveLiftModel, ContrastiveLiftModelConfig
 from unic_lift_ns.baselines.contrastive_lift_losses import (
     concentration_loss,
@@ -30,12 +29,7 @@ BIN = Path(sys.executable).parent
 
 
 def make_model(num_points: int = 300, **overrides) -> ContrastiveLiftModel:
-    torch.manual_seed(0)
-    points = torch.rand(num_points, 3) * 0.6 - 0.3
-    colors = torch.randint(0, 256, (num_points, 3))
-    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    config = ContrastiveLiftModelConfig(**overrides)
-    return config.setup(scene_box=box, num_train_data=4, seed_points=(points, colors), metadata={})
+    return setup_model(ContrastiveLiftModelConfig(**overrides), num_points)
 
 
 def make_cameras(count: int, size: int = 32) -> Cameras:

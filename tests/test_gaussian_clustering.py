@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nerfstudio.data.scene_box import SceneBox
 from PIL import Image
 
-from conftest import make_scene
+from conftest import make_scene, setup_model
 from test_model import make_camera
 from unic_lift_ns.baselines.gaussian_clustering import GaussianClusteringModel, GaussianClusteringModelConfig
 from unic_lift_ns.baselines.gaussian_clustering_losses import (
@@ -30,12 +29,7 @@ BIN = Path(sys.executable).parent
 
 
 def make_model(num_points: int = 300, **overrides) -> GaussianClusteringModel:
-    torch.manual_seed(0)
-    points = torch.rand(num_points, 3) * 0.6 - 0.3
-    colors = torch.randint(0, 256, (num_points, 3))
-    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    config = GaussianClusteringModelConfig(**overrides)
-    return config.setup(scene_box=box, num_train_data=4, seed_points=(points, colors), metadata={})
+    return setup_model(GaussianClusteringModelConfig(**overrides), num_points)
 
 
 def test_contrastive_clustering_loss_hand_computed():

@@ -9,23 +9,19 @@ import pytest
 import torch
 from gsplat.strategy.ops import duplicate, remove, split
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.data.scene_box import SceneBox
 
 from unic_lift_ns.labels import label_palette
 from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
 from unic_lift_ns.synth.cameras import look_at
+
+from conftest import setup_model
 
 SEG_LOSSES = ("cluster_loss", "triplet_loss", "neighbour_loss", "semantic_loss")
 GEOMETRY = ("means", "scales", "quats", "opacities", "features_dc", "features_rest")
 
 
 def make_model(num_points: int = 300, seed: int = 0, metadata=None, **overrides) -> UniCLiftModel:
-    torch.manual_seed(seed)
-    points = torch.rand(num_points, 3) * 0.6 - 0.3
-    colors = torch.randint(0, 256, (num_points, 3))
-    config = UniCLiftModelConfig(**overrides)
-    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
-    return config.setup(scene_box=box, num_train_data=4, seed_points=(points, colors), metadata=metadata or {})
+    return setup_model(UniCLiftModelConfig(**overrides), num_points, seed, metadata)
 
 
 def make_camera(size: int = 32) -> Cameras:
