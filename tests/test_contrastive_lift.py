@@ -143,6 +143,7 @@ def test_clustering_recovers_separated_blobs():
     pairs = set(zip(truth.tolist(), labels.tolist()))
     assert len(pairs) == 5 and len({label for _, label in pairs}) == 5  # a bijection: truth up to permutation
     assert fit_centroids(rng.normal(size=(10, 8)), min_cluster_size=50).shape == (0, 8)
+    assert fit_centroids(np.zeros((0, 8)), min_cluster_size=50).shape == (0, 8)  # no thing pixel sampled
     with pytest.raises(ValueError, match="non-empty"):
         assign_nearest(points, torch.zeros(0, 8))
 

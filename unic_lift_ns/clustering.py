@@ -30,7 +30,9 @@ def fit_centroids(
         min_samples: HDBSCAN's neighbourhood size for core distances; None = ``min_cluster_size``.
     """
     data = samples.detach().cpu().numpy() if isinstance(samples, Tensor) else np.asarray(samples)
-    data = data.astype(np.float64, copy=False).reshape(data.shape[0], -1)
+    if data.ndim != 2:
+        raise ValueError(f"fit_centroids needs [M, D] samples, got shape {data.shape}")
+    data = data.astype(np.float64, copy=False)
     if data.shape[0] < max(min_cluster_size, min_samples or 0, 2):
         return torch.zeros(0, data.shape[1])
     labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, copy=True).fit_predict(data)

@@ -1,0 +1,131 @@
+"""`unic-lift-bench`: variants, budgets and scene reuse as units; the real CLI end to end on a tiny scene."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from conftest import make_scene
+from unic_lift_ns.bench.budgets import BUDGETS, CPU_SMALL
+from unic_lift_ns.bench.methods import VARIANTS, select_variants
+from unic_lift_ns.bench.run import train_command
+from unic_lift_ns.bench.scenes import prepare_scene
+from unic_lift_ns.bench.table import COLUMNS
+from unic_lift_ns.eval.evaluate import TRACKED, UNTRACKED
+from unic_lift_ns.scripts.bench import BenchConfig
+from unic_lift_ns.synth.generate import SynthConfig
+
+BENCH = str(Path(sys.executable).parent / "unic-lift-bench")
+TINY = ["--objects", "4", "--steps", "20", "--resolution", "32", "--views", "16", "--points", "500"]
+
+
+def _flags(cmd: list[str]) -> dict[str, str]:
+    """Flag -> value of the `--flag value` pairs after the method name of a train command."""
+    args = cmd[cmd.index("unic-lift") + 1 :]
+    return dict(zip(args[::2], args[1::2]))
+
+
+def test_variants_cover_the_ablations_and_baselines():
+    names = [v.name for v in VARIANTS]
+    assert len(set(names)) == len(names)
+    assert {"unic-lift", "unic-lift-votes", "no-triplet", "no-linear-layer", "no-3d-loss", "3d-loss-from-start",
+            "random-triplets", "contrastive-lift", "gaussian-clustering"} == set(names)  # fmt: skip
+    assert [v.name for v in select_variants(("no-triplet", "unic-lift"))] == ["unic-lift", "no-triplet"]
+    with pytest.raises(ValueError, match="'nope'"):
+        select_variants(("unic-lift", "nope"))
+
+
+def test_budget_flags_scale_with_steps_and_variant_flags_win():
+    flags = CPU_SMALL.train_flags("unic-lift", 400)
+    assert flags["--pipeline.model.stop-split-at"] == "200"
+    assert flags["--pipeline.model.neighbour-loss-start"] == "200"
+    assert CPU_SMALL.train_flags("unic-lift", 40)["--pipeline.model.stop-split-at"] == "20"
+    assert "--pipeline.model.neighbour-loss-start" not in CPU_SMALL.train_flags("contrastive-lift", 400)
+    assert BUDGETS["gpu-paper"].train_flags("unic-lift", 30000)["--pipeline.model.stop-split-at"] == "15000"
+    assert set(typing.get_args(typing.get_type_hints(BenchConfig)["budget"])) == set(BUDGETS)
+
+    variant = next(v for v in VARIANTS if v.name == "3d-loss-from-start")
+    cmd = train_command(variant, CPU_SMALL, 400, Path("scene"), Path("runs"), "exp", "cpu", Path("usage.json"))
+    assert cmd.count("--pipeline.model.neighbour-loss-start") == 1
+    flags = _flags(cmd)
+    assert flags["--pipeline.model.neighbour-loss-start"] == "0"
+    assert flags["--max-num-iterations"] == "400" and flags["--machine.device-type"] == "cpu"
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_every_variant_command_parses_with_ns_train(budget):
+    """Every flag of every variant exists in its method's config (ns-train's own tyro parser, no training)."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    for variant in VARIANTS:
+        cmd = train_command(variant, BUDGETS[budget], 1000, Path("s"), Path("r"), "e", "cpu", Path("u.json"))
+        config = tyro.cli(AnnotatedBaseConfigUnion, args=cmd[cmd.index(variant.method) :])
+        assert config.method_name == variant.method and config.max_num_iterations == 1000
+        model = config.pipeline.model
+        for flag, value in variant.flags.items():
+            actual = getattr(model, flag.removeprefix("--pipeline.model.").replace("-", "_"))
+            assert str(actual) == value if isinstance(actual, bool) else actual == type(actual)(value), (flag, actual)
+
+
+def test_scenes_are_reused_only_when_their_settings_match(tmp_path):
+    cfg = SynthConfig(tmp_path / "objects_3", num_objects=3, num_views=4, resolution=24, num_points=200)
+    make_scene(cfg.output, num_objects=3, num_views=4, resolution=24, num_points=200)
+    assert prepare_scene(cfg) == (cfg.output, True)
+    with pytest.raises(ValueError, match=r"objects_3 was generated with other settings \(num_views: 4 != 6\)"):
+        prepare_scene(SynthConfig(cfg.output, num_objects=3, num_views=6, resolution=24, num_points=200))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "unic-lift", "bogus-method"], "unknown method 'bogus-method'"),
+        (["--steps", "0"], "--steps must be positive, got 0"),
+        (["--budget", "huge"], "huge"),
+    ],
+)
+def test_bad_arguments_fail_cleanly(tmp_path, args, message):
+    proc = subprocess.run([BENCH, "--output-dir", str(tmp_path / "out"), *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert message in output and "Traceback" not in output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_bench_tiny_scene_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [BENCH, "--output-dir", str(out), "--methods", "unic-lift", "no-triplet", *TINY]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    table = (out / "bench.md").read_text().splitlines()
+    header = next(line for line in table if line.startswith("| Objects"))
+    assert [c.strip() for c in header.strip("|").split("|")] == list(COLUMNS)
+    data = json.loads((out / "bench.json").read_text())
+    assert data["steps"] == 20 and data["budget"] == "cpu-small" and data["resolution"] == 32
+    rows = {row["method"]: row for row in data["rows"]}
+    assert list(rows) == [UNTRACKED, TRACKED, "UniC-Lift", "UniC-Lift maps, HDBSCAN + nearest centroid",
+                          "UniC-Lift w/o triplet loss"]  # fmt: skip
+    assert sum(line.startswith("| 4 |") for line in table) == len(rows)
+    for name, row in rows.items():
+        result = row["result"]
+        assert row["objects"] == 4 and row["error"] is None
+        for key in ("pq_scene", "sq_scene", "rq_scene", "miou"):
+            assert 0.0 <= result[key] <= 1.0, (name, key, result[key])
+        assert result["num_gt_instances"] > 0 and result["num_views"] == 2
+    for name in ("UniC-Lift", "UniC-Lift maps, HDBSCAN + nearest centroid", "UniC-Lift w/o triplet loss"):
+        row = rows[name]
+        assert row["train_seconds"] > 0 and row["train_cpu_seconds"] > 0 and row["label_seconds"] > 0, row
+        assert row["peak_memory"] > 2**20, row
+        assert row["peak_memory_kind"] == "max_rss" and row["result"]["psnr"] > 5
+    assert rows["UniC-Lift"]["clustering_seconds"] is None
+    assert rows["UniC-Lift maps, HDBSCAN + nearest centroid"]["clustering_seconds"] > 0
+    assert any("bit decoding" in note for note in data["notes"])
+    assert (out / "scenes" / "objects_4" / "scene.json").is_file()
+    assert (out / "runs" / "objects_4" / "unic-lift" / "no-triplet" / "config.yml").is_file()

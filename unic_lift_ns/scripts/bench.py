@@ -1,0 +1,166 @@
+"""unic-lift-bench: train UniC-Lift, its ablations and the clustering baselines with one budget on generated
+scenes, evaluate them on the same eval views and write one table (bench.md + bench.json).
+
+Example, a quick CPU check on a tiny scene:
+
+    unic-lift-bench --objects 4 --methods unic-lift no-triplet --steps 50 --resolution 48 --views 16
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+import tyro
+from nerfstudio.utils.rich_utils import CONSOLE
+from tqdm import tqdm
+
+from unic_lift_ns.bench.budgets import BUDGETS
+from unic_lift_ns.bench.methods import UNIC_LIFT, VARIANTS, Variant, select_variants
+from unic_lift_ns.bench.run import RunFailed, evaluate_logged, train_variant
+from unic_lift_ns.bench.scenes import prepare_scene
+from unic_lift_ns.bench.table import Row, write_tables
+from unic_lift_ns.eval.evaluate import evaluate_segmenter_baselines
+from unic_lift_ns.synth.generate import SynthConfig
+
+HDBSCAN_ROW = "UniC-Lift maps, HDBSCAN + nearest centroid"
+"""Label of the row that decodes UniC-Lift's rendered maps by clustering instead of bits."""
+
+
+@dataclass
+class BenchConfig:
+    """Benchmark every selected method with the same budget on scenes of several object counts."""
+
+    output_dir: Path = Path("outputs/bench")
+    """Where bench.md, bench.json, scenes/ and runs/ (training outputs and logs) go."""
+    objects: tuple[int, ...] = (25, 50, 100, 500)
+    """Object counts of the generated scenes (Messy Rooms sizes)."""
+    methods: tuple[str, ...] = tuple(v.name for v in VARIANTS)
+    """Variants to train: unic-lift, its ablations, contrastive-lift, gaussian-clustering."""
+    budget: Literal["cpu-small", "gpu-paper"] = "cpu-small"
+    """Training budget (steps, schedule, scene size) shared by every method."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Training device (--machine.device-type of ns-train)."""
+    steps: Optional[int] = None
+    """Override the budget's step count (its schedule scales with it)."""
+    resolution: Optional[int] = None
+    """Override the budget's view size in pixels."""
+    views: Optional[int] = None
+    """Override the budget's number of views per scene."""
+    points: Optional[int] = None
+    """Override the budget's initial point count."""
+    seed: int = 0
+    """Scene generation seed."""
+    scenes_dir: Optional[Path] = None
+    """Where scenes are generated, or reused when their settings match; default OUTPUT_DIR/scenes."""
+    segmenter_baselines: bool = True
+    """Add the scene's 2D segmenter rows (untracked and Hungarian-tracked)."""
+    compare_clustering: bool = True
+    """Also label UniC-Lift's rendered maps with HDBSCAN + nearest centroid (the budget's sample count and
+    minimum cluster size) and add that row, to time both label assignments on the same maps."""
+
+    def validate(self) -> list[Variant]:
+        """Check the flags; returns the selected variants."""
+        variants = select_variants(self.methods)
+        counts = {"--objects": self.objects, "--steps": (self.steps,), "--resolution": (self.resolution,),
+                  "--views": (self.views,), "--points": (self.points,)}  # fmt: skip
+        for flag, values in counts.items():
+            bad = [v for v in values if v is not None and v < 1]
+            if bad:
+                raise ValueError(f"{flag} must be positive, got {bad[0]}")
+        if not self.objects:
+            raise ValueError("--objects needs at least one object count")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available")
+        return variants
+
+    def main(self) -> None:
+        """Generate or reuse the scenes, train and evaluate every variant, write the table after every row."""
+        variants = self.validate()
+        budget = BUDGETS[self.budget]
+        steps = self.steps or budget.steps
+        scene_size = dict(resolution=self.resolution or budget.resolution, num_views=self.views or budget.num_views,
+                          num_points=self.points or budget.num_points)  # fmt: skip
+        scenes_dir = self.scenes_dir or self.output_dir / "scenes"
+        meta = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} ({platform.machine()}, {torch.get_num_threads()} torch threads)",
+            "budget": budget.name, "steps": steps, "device": self.device, "seed": self.seed, **scene_size,
+        }  # fmt: skip
+        header = (f"Budget {budget.name}: {steps} steps on {self.device}; scenes of {scene_size['num_views']} "
+                  f"views at {scene_size['resolution']} px; qualities in percent.")  # fmt: skip
+        rows: list[Row] = []
+        notes: list[str] = []
+        for objects in tqdm(self.objects, desc="Scenes", unit="scene"):
+            synth = SynthConfig(scenes_dir / f"objects_{objects}", num_objects=objects, seed=self.seed, **scene_size)
+            scene, reused = prepare_scene(synth)
+            tqdm.write(f"{'Reusing' if reused else 'Generated'} {scene}")
+            if self.segmenter_baselines:
+                baselines = evaluate_segmenter_baselines(scene)
+                rows += [Row(objects, name, result=result) for name, result in baselines.items()]
+            for variant in tqdm(variants, desc=f"{objects} objects", unit="method", leave=False):
+                rows += self.bench_variant(variant, objects, scene, steps, notes)
+                write_tables(self.output_dir, rows, meta, header, notes + [_memory_note(rows)])
+            write_tables(self.output_dir, rows, meta, header, notes + [_memory_note(rows)])
+        CONSOLE.print(f"Saved {self.output_dir / 'bench.md'} and {self.output_dir / 'bench.json'}")
+        failed = [row for row in rows if row.error is not None]
+        if failed:
+            raise RunFailed(f"{len(failed)} run(s) failed, first: {failed[0].error}")
+
+    def bench_variant(self, variant: Variant, objects: int, scene: Path, steps: int, notes: list[str]) -> list[Row]:
+        """Train and evaluate one variant on one scene: its row (plus the HDBSCAN row for unic-lift)."""
+        budget = BUDGETS[self.budget]
+        runs = self.output_dir / "runs"
+        compare = self.compare_clustering and variant.name == UNIC_LIFT
+        clustering = (budget.clustering_samples, budget.clustering_min_size) if compare else None
+        try:
+            run = train_variant(variant, budget, steps, scene, runs, f"objects_{objects}", self.device)
+            log = runs / f"objects_{objects}" / f"{variant.name}.eval.log"
+            own, clustered = evaluate_logged(run.config, scene, clustering, log)
+        except RunFailed as err:
+            CONSOLE.print(f"[bold red]{err}")
+            return [Row(objects, variant.label, variant.name, error=str(err))]
+        timing = dict(train_seconds=run.seconds, train_cpu_seconds=run.cpu_seconds, peak_memory=run.peak_memory,
+                      peak_memory_kind=run.peak_memory_kind)  # fmt: skip
+        rows = [Row(objects, variant.label, variant.name, own.result, clustering_seconds=own.clustering_seconds,
+                    label_seconds=own.label_seconds, **timing)]  # fmt: skip
+        if clustered is not None:
+            rows.append(Row(objects, HDBSCAN_ROW, f"{variant.name}+hdbscan", clustered.result,
+                            clustering_seconds=clustered.clustering_seconds, label_seconds=clustered.label_seconds,
+                            **timing))  # fmt: skip
+            notes.append(
+                f"{objects} objects, label assignment on the same {own.result.num_views} rendered UniC-Lift maps: "
+                f"bit decoding {own.label_seconds:.3g} s vs HDBSCAN fit {clustered.clustering_seconds:.3g} s "
+                f"+ nearest centroid {clustered.label_seconds:.3g} s."
+            )
+        return rows
+
+
+def _memory_note(rows: list[Row]) -> str:
+    """Which peak memory the table shows."""
+    kinds = {row.peak_memory_kind for row in rows if row.peak_memory_kind is not None}
+    names = {"cuda_max_allocated": "CUDA max allocated", "max_rss": "peak RSS of the ns-train process"}
+    return "Peak mem.: " + (", ".join(names[k] for k in sorted(kinds)) or "-") + " during training."
+
+
+def entrypoint() -> None:
+    """Entrypoint for use with pyproject scripts."""
+    tyro.extras.set_accent_color("bright_yellow")
+    config = tyro.cli(BenchConfig, description=__doc__)
+    try:
+        config.main()
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        CONSOLE.print(f"[bold red]unic-lift-bench: {err}")
+        sys.exit(2)
+    except RunFailed as err:
+        CONSOLE.print(f"[bold red]unic-lift-bench: {err}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    entrypoint()
