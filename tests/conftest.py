@@ -35,7 +35,9 @@ def tiny_scene(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """A real `ns-train unic-lift` run on CPU (tiny scene, 150 steps); returns the run directory (config.yml)."""
+    """A real `ns-train unic-lift` run on CPU (tiny scene, 150 steps); returns the run directory (config.yml).
+
+    Pixels decode with 'gaussian-votes', so every pixel label is a label of Gaussians (hiding them removes it)."""
     import subprocess
     import sys
 
@@ -49,7 +51,7 @@ def trained_run(tmp_path_factory) -> Path:
         "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
         "--pipeline.model.resolution-schedule", "30", "--pipeline.model.warmup-length", "30",
         "--pipeline.model.stop-split-at", "80", "--pipeline.model.neighbour-loss-start", "80",
-        "--optimizers.embeddings.optimizer.lr", "0.02",
+        "--optimizers.embeddings.optimizer.lr", "0.02", "--pipeline.model.instance-decoding", "gaussian-votes",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
