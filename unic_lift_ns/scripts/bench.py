@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
-import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 from tqdm import tqdm
 
@@ -26,6 +25,7 @@ from unic_lift_ns.bench.run import RunFailed, evaluate_logged, train_variant
 from unic_lift_ns.bench.scenes import prepare_scene
 from unic_lift_ns.bench.table import Row, write_tables
 from unic_lift_ns.eval.evaluate import evaluate_segmenter_baselines
+from unic_lift_ns.scripts.cli import run_cli
 from unic_lift_ns.synth.generate import SynthConfig
 
 HDBSCAN_ROW = "UniC-Lift maps, HDBSCAN + nearest centroid"
@@ -149,14 +149,9 @@ def _memory_note(rows: list[Row]) -> str:
 
 
 def entrypoint() -> None:
-    """Entrypoint for use with pyproject scripts."""
-    tyro.extras.set_accent_color("bright_yellow")
-    config = tyro.cli(BenchConfig, description=__doc__)
+    """Entrypoint for use with pyproject scripts; exit code 1 when a method failed (its row says so)."""
     try:
-        config.main()
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        CONSOLE.print(f"[bold red]unic-lift-bench: {err}")
-        sys.exit(2)
+        run_cli("unic-lift-bench", BenchConfig, description=__doc__)
     except RunFailed as err:
         CONSOLE.print(f"[bold red]unic-lift-bench: {err}")
         sys.exit(1)

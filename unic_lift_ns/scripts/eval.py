@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Literal, Optional
 
-import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
 
 from unic_lift_ns.eval.evaluate import EvalResult, evaluate_predictions, evaluate_segmenter_baselines, load_scene_gt
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
+from unic_lift_ns.scripts.cli import run_cli
 
 PREDICTION = "prediction"
 """Name under which the scores of ``--pred`` are reported."""
@@ -154,13 +153,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def entrypoint() -> None:
     """Entrypoint for use with pyproject scripts."""
-    tyro.extras.set_accent_color("bright_yellow")
-    config = tyro.cli(EvalConfig)
-    try:
-        config.main()
-    except (FileNotFoundError, ValueError, IsADirectoryError) as err:
-        CONSOLE.print(f"[bold red]unic-lift-eval: {err}")
-        sys.exit(2)
+    run_cli("unic-lift-eval", EvalConfig)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from unic_lift_ns.export.instances import (
 )
 from unic_lift_ns.export.ply import Splats, write_ply
 from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.scripts.cli import run_cli
 
 
 def checkpoint_dir(config_path: Path, config: TrainerConfig) -> Path:
@@ -230,13 +230,7 @@ Commands = tyro.conf.FlagConversionOff[
 
 def entrypoint() -> None:
     """Entrypoint for use with pyproject scripts."""
-    tyro.extras.set_accent_color("bright_yellow")
-    command = tyro.cli(Commands)
-    try:
-        command.main()
-    except (FileNotFoundError, NotADirectoryError, ValueError) as err:
-        CONSOLE.print(f"[bold red]unic-lift-export: {err}")
-        sys.exit(2)
+    run_cli("unic-lift-export", Commands)
 
 
 if __name__ == "__main__":
