@@ -301,7 +301,7 @@ class UniCLiftModel(SplatfactoModel):
         if self.training:  # the other feature maps are for the losses only: the viewer cannot colour them
             outputs.update({name: value for name, value in rendered.items() if name != "embedding"})
         else:  # decoded outputs are for the viewer and evaluation, not the training step
-            labels = self.decode_instances(rendered.get("label_votes", embedding))
+            labels = self.decode_instances(rendered)
             outputs["instance"] = label_palette(labels)
             outputs["instance_label"] = labels.float().unsqueeze(-1)
             outputs["instance_overlay"] = self.instance_gui.overlay(outputs["rgb"], labels)  # type: ignore[arg-type]
@@ -324,14 +324,19 @@ class UniCLiftModel(SplatfactoModel):
             features["label_votes"] = votes
         return features
 
-    def decode_instances(self, embedding: Tensor) -> Tensor:
-        """Embedding-to-Label (Sec. 3.3): [..., d] raw embeddings -> [...] int64 labels, no clustering."""
-        return embedding_to_label(embedding)
+    def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
+        """Instance labels [...] int64 from feature maps [..., c] named as in :meth:`segmentation_features`
+        (rendered pixels, or one row per Gaussian). Embedding-to-Label (Sec. 3.3): bits of the embedding or, with
+        'gaussian-votes', of the rendered votes; no clustering."""
+        return embedding_to_label(maps.get("label_votes", maps["embedding"]))
 
     @torch.no_grad()
     def gaussian_labels(self) -> Tensor:
         """The instance label of every Gaussian: [N] int64."""
-        return self.decode_instances(self.embeddings)
+        maps = {"embedding": self.embeddings}
+        if self.semantic_logits is not None:
+            maps["semantic_logits"] = self.semantic_logits
+        return self.decode_instances(maps)
 
     # -------------------------------------------------------------------------------------------- losses
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -27,7 +27,6 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
     slow_fast_contrastive_loss,
 )
 from unic_lift_ns.clustering import assign_nearest, fit_centroids
-from unic_lift_ns.labels import label_palette
 from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipeline, UniCLiftPipelineConfig
 
@@ -39,10 +38,6 @@ class ContrastiveLiftModelConfig(UniCLiftModelConfig):
     _target: Type = field(default_factory=lambda: ContrastiveLiftModel)
     embedding_dim: int = 3
     """Dimension D of the fast and slow embeddings (Contrastive Lift: 3 on Messy Rooms, 24 on ScanNet/Replica)."""
-    cluster_loss_weight: float = 0.0
-    """Unused: Contrastive Lift has no UniC-Lift cluster-contrastive loss."""
-    triplet_loss_weight: float = 0.0
-    """Unused: Contrastive Lift has no triplet loss."""
     neighbour_loss_weight: float = 0.0
     """UniC-Lift's 3D neighbourhood loss (Eq. 6 of UniC-Lift); off, it is not part of Contrastive Lift."""
     slow_fast_loss_weight: float = 0.1
@@ -196,17 +191,20 @@ class ContrastiveLiftModel(UniCLiftModel):
             self.train(was_training)
         return torch.cat(embeddings), torch.cat(classes) if classes else None
 
-    def _labels(self, embedding: Tensor, classes: Optional[Tensor]) -> Tensor:
-        """Nearest-centroid labels [...] of embeddings [..., D]; with semantic classes [...] (appendix B.3, step 4)
-        stuff pixels get their stuff label and thing pixels the nearest centroid of their own class."""
+    def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
+        """Nearest-centroid labels [...] of the embeddings [..., D]; clusters are fitted on first use. With semantic
+        guidance and semantic logits in ``maps`` (appendix B.3, step 4), stuff pixels (or Gaussians) get their stuff
+        label and thing ones the nearest centroid of their own class; otherwise the nearest over all groups."""
+        embedding = maps["embedding"]
         if self._sampling:  # rendering the clustering samples themselves: nothing to decode yet
             return torch.zeros(embedding.shape[:-1], dtype=torch.long, device=embedding.device)
         if self._centroids is None:
             self.fit_clusters()
         assert self._centroids is not None
         offset = len(self.config.stuff_classes) if self.semantic_guided else 0
-        if classes is None or not self.semantic_guided:
+        if "semantic_logits" not in maps or not self.semantic_guided:
             return assign_nearest(embedding, self._centroids) + offset
+        classes = maps["semantic_logits"].argmax(dim=-1)
         labels = torch.zeros(classes.shape, dtype=torch.long, device=embedding.device)
         for index, stuff in enumerate(self.config.stuff_classes):
             labels[classes == stuff] = index
@@ -214,29 +212,6 @@ class ContrastiveLiftModel(UniCLiftModel):
             mask = classes == group
             labels[mask] = assign_nearest(embedding[mask], self._centroids[first:end]) + offset + first
         return labels
-
-    def decode_instances(self, embedding: Tensor) -> Tensor:
-        """Nearest cached centroid over all groups (no semantics given); clusters are fitted on first use."""
-        return self._labels(embedding, None)
-
-    @torch.no_grad()
-    def gaussian_labels(self) -> Tensor:
-        """Label of every Gaussian [N]: its fast embedding and, with semantic guidance, its own semantic class."""
-        logits = self.semantic_logits
-        classes = logits.argmax(dim=-1) if logits is not None and self.semantic_guided else None
-        return self._labels(self.embeddings, classes)
-
-    def get_outputs(self, camera: Cameras) -> Dict[str, Union[Tensor, List]]:
-        """UniC-Lift's outputs; in evaluation the instance labels use the rendered semantic classes (B.3)."""
-        outputs = super().get_outputs(camera)
-        if not self.training and not self._sampling and self.semantic_guided and "semantic_label" in outputs:
-            classes = outputs["semantic_label"].squeeze(-1).long()  # type: ignore[union-attr]
-            labels = self._labels(outputs["embedding"], classes)  # type: ignore[arg-type]
-            outputs["instance"] = label_palette(labels)
-            outputs["instance_label"] = labels.float().unsqueeze(-1)
-            if "instance_overlay" in outputs:  # the live viewer's overlay follows the same labels
-                outputs["instance_overlay"] = self.instance_gui.overlay(outputs["rgb"], labels)  # type: ignore[arg-type]
-        return outputs
 
 
 @dataclass

@@ -107,9 +107,9 @@ class GaussianClusteringModel(UniCLiftModel):
             self.clustering_seconds = time.perf_counter() - start
         return self._centroids
 
-    def decode_instances(self, embedding: Tensor) -> Tensor:
+    def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
         """[..., D] features -> [...] int64 index of the nearest centroid (cosine similarity)."""
-        return assign_nearest(F.normalize(embedding, dim=-1), self.centroids())
+        return assign_nearest(F.normalize(maps["embedding"], dim=-1), self.centroids())
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """In evaluation the rendered feature is the alpha blend of the Gaussians' clustered features (centroids)."""

@@ -200,7 +200,7 @@ def evaluate_run(config: Path, scene: Path, clustering: Optional[tuple[int, int]
     _, pipeline, _, _ = eval_setup(config, test_mode="test")
     model = pipeline.model
     views = render_embeddings(pipeline)
-    _, seconds = timed_decoding(model.decode_instances, views.embeddings)
+    _, seconds = timed_decoding(lambda e: model.decode_instances({"embedding": e}), views.embeddings)
     result = score_rendered(views.with_labels(views.instances), scene)
     own = Scores(result, seconds, getattr(model, "clustering_seconds", None))
     clustered = None
