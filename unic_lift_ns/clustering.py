@@ -46,6 +46,12 @@ def fit_centroids(
     return (sums / counts).float()
 
 
+def centroids_or_mean(centroids: Tensor, samples: Tensor) -> Tensor:
+    """``centroids``, or the mean of ``samples`` [M, D] as the single centroid when HDBSCAN found no cluster (all
+    noise: one instance)."""
+    return centroids if centroids.shape[0] > 0 else samples.mean(dim=0, keepdim=True).cpu()
+
+
 def assign_nearest(embeddings: Tensor, centroids: ArrayLike, chunk_size: int = 1 << 16) -> Tensor:
     """Index of the nearest centroid (Euclidean) of every embedding: [..., D] -> [...] int64.
 
@@ -58,5 +64,4 @@ def assign_nearest(embeddings: Tensor, centroids: ArrayLike, chunk_size: int = 1
         raise ValueError(f"Centroids have dimension {centres.shape[1]}, embeddings {embeddings.shape[-1]}")
     flat = embeddings.reshape(-1, embeddings.shape[-1])
     nearest = [torch.cdist(rows, centres).argmin(dim=-1) for rows in flat.split(chunk_size)]
-    labels = torch.cat(nearest) if nearest else flat.new_zeros(0, dtype=torch.long)
-    return labels.reshape(embeddings.shape[:-1])
+    return torch.cat(nearest).reshape(embeddings.shape[:-1])

@@ -26,7 +26,7 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
     partition_pixels,
     slow_fast_contrastive_loss,
 )
-from unic_lift_ns.clustering import assign_nearest, fit_centroids
+from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
 from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipeline, UniCLiftPipelineConfig
 
@@ -158,8 +158,7 @@ class ContrastiveLiftModel(UniCLiftModel):
         for group in self.thing_classes if self.semantic_guided else [None]:
             members = embeddings if group is None else embeddings[classes == group]
             found = fit_centroids(members, cfg.cluster_min_size, cfg.cluster_min_samples)
-            if found.shape[0] == 0:
-                found = (members if members.shape[0] > 0 else embeddings).mean(dim=0, keepdim=True).cpu()
+            found = centroids_or_mean(found, members if members.shape[0] > 0 else embeddings)
             centroids.append(found)
             self._groups.append((group, first, first + found.shape[0]))
             first += found.shape[0]

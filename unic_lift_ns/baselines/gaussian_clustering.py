@@ -28,7 +28,7 @@ from unic_lift_ns.baselines.gaussian_clustering_losses import (
     spatial_neighbours,
     spatial_similarity_loss,
 )
-from unic_lift_ns.clustering import assign_nearest, fit_centroids
+from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
 from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
 
 
@@ -99,9 +99,7 @@ class GaussianClusteringModel(UniCLiftModel):
             features = F.normalize(self.embeddings.detach(), dim=-1)
             subset = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))
             subset = subset[: cfg.cluster_max_samples].to(features.device)
-            centroids = fit_centroids(features[subset], cfg.cluster_min_size)
-            if centroids.shape[0] == 0:
-                centroids = features.mean(dim=0, keepdim=True).cpu()
+            centroids = centroids_or_mean(fit_centroids(features[subset], cfg.cluster_min_size), features)
             self._centroids = F.normalize(centroids.to(features), dim=-1)
             self._centroids_key = key
             self.clustering_seconds = time.perf_counter() - start

@@ -51,14 +51,17 @@ class Budget:
 
 MODEL = "--pipeline.model."
 
+CPU_CLUSTERING_SAMPLES, CPU_CLUSTERING_MIN_SIZE = 20_000, 20
+"""HDBSCAN samples and minimum cluster size at the small budget (Contrastive Lift's 10^5 and 100, scaled)."""
+
 CPU_SMALL = Budget(
     name="cpu-small",
     steps=300,
     resolution=80,
     num_views=32,
     num_points=5000,
-    clustering_samples=20000,
-    clustering_min_size=20,
+    clustering_samples=CPU_CLUSTERING_SAMPLES,
+    clustering_min_size=CPU_CLUSTERING_MIN_SIZE,
     flags={
         f"{MODEL}warmup-length": Frac(0.1),
         f"{MODEL}resolution-schedule": Frac(0.2),
@@ -74,8 +77,8 @@ CPU_SMALL = Budget(
         },
         "contrastive-lift": {
             "--optimizers.embeddings.optimizer.lr": "0.01",
-            f"{MODEL}cluster-num-samples": "20000",
-            f"{MODEL}cluster-min-size": "20",
+            f"{MODEL}cluster-num-samples": str(CPU_CLUSTERING_SAMPLES),
+            f"{MODEL}cluster-min-size": str(CPU_CLUSTERING_MIN_SIZE),
         },
         "gaussian-clustering": {
             "--optimizers.embeddings.optimizer.lr": "0.02",

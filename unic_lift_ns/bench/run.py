@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,13 +16,12 @@ from typing import Callable, Optional, TypeVar
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from unic_lift_ns.bench.budgets import Budget
 from unic_lift_ns.bench.methods import Variant
-from unic_lift_ns.clustering import assign_nearest, fit_centroids
+from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
 from unic_lift_ns.eval.evaluate import EvalResult
-from unic_lift_ns.eval.render import RenderedViews
+from unic_lift_ns.eval.render import RenderedViews, render_eval_views
 from unic_lift_ns.pipeline import score_rendered
 
 NEVER = "1000000000"
@@ -60,27 +60,6 @@ class Scores:
     """Time to turn every eval view's rendered embedding map into labels (clustering fit excluded)."""
     clustering_seconds: Optional[float]
     """Time to fit the clusters, for methods that decode by clustering; None otherwise."""
-
-
-@dataclass(frozen=True)
-class RenderedEmbeddings:
-    """The rendered eval views of a run, before label assignment."""
-
-    stems: list[str]
-    """Eval view stems, in the datamanager's order."""
-    embeddings: list[Tensor]
-    """Rendered embedding maps [H, W, D] on the model's device."""
-    instances: list[Tensor]
-    """The model's own instance label maps [H, W], as its eval outputs give them."""
-    semantics: Optional[list[np.ndarray]]
-    """Semantic class maps [H, W], or None without a semantic head."""
-    image_metrics: list[dict[str, float]]
-    """Per-view image metrics (PSNR, ...)."""
-
-    def with_labels(self, labels: list[Tensor]) -> RenderedViews:
-        """These views with decoded instance maps, ready to score."""
-        instances = [lab.cpu().numpy().astype(np.int64) for lab in labels]
-        return RenderedViews(self.stems, instances, self.semantics, self.image_metrics)
 
 
 def train_command(variant: Variant, budget: Budget, steps: int, scene: Path, runs_dir: Path, experiment: str,
@@ -141,23 +120,7 @@ def timed_decoding(decode: Callable[[Tensor], Tensor], maps: list[Tensor]) -> tu
 
 
 @torch.no_grad()
-def render_embeddings(pipeline) -> RenderedEmbeddings:
-    """Render every eval view of ``pipeline`` once, keeping the raw embedding maps."""
-    model, datamanager = pipeline.model, pipeline.datamanager
-    stems = [Path(p).stem for p in datamanager.eval_dataset.image_filenames]
-    embeddings, instances, semantics, metrics = [], [], [], []
-    for camera, batch in tqdm(datamanager.fixed_indices_eval_dataloader, desc="Rendering eval views", leave=False):
-        outputs = model.get_outputs_for_camera(camera)
-        embeddings.append(outputs["embedding"])
-        instances.append(outputs["instance_label"].squeeze(-1).long())
-        if "semantic_label" in outputs:
-            semantics.append(outputs["semantic_label"].squeeze(-1).cpu().numpy().astype(np.int64))
-        metrics.append(model.get_image_metrics_and_images(outputs, batch)[0])
-    return RenderedEmbeddings(stems, embeddings, instances, semantics or None, metrics)
-
-
-@torch.no_grad()
-def decode_with_clustering(views: RenderedEmbeddings, samples: int, min_cluster_size: int, seed: int = 0
+def decode_with_clustering(views: RenderedViews, samples: int, min_cluster_size: int, seed: int = 0
                            ) -> tuple[list[Tensor], float, float]:  # fmt: skip
     """HDBSCAN on ``samples`` random pixels of sigmoid(embedding), then nearest centroid for every pixel.
 
@@ -171,7 +134,7 @@ def decode_with_clustering(views: RenderedEmbeddings, samples: int, min_cluster_
         pixels = torch.cat([torch.sigmoid(e).reshape(-1, e.shape[-1]) for e in views.embeddings])
         pick = torch.randperm(pixels.shape[0], generator=generator)[:samples].to(device)
         centroids = fit_centroids(pixels[pick], min_cluster_size)
-        return centroids if centroids.shape[0] > 0 else pixels.mean(dim=0, keepdim=True)  # all noise: one instance
+        return centroids_or_mean(centroids, pixels)
 
     centroids, fit_seconds = timed(fit, device)
     labels, assign_seconds = timed_decoding(lambda e: assign_nearest(torch.sigmoid(e), centroids), views.embeddings)
@@ -199,12 +162,13 @@ def evaluate_run(config: Path, scene: Path, clustering: Optional[tuple[int, int]
 
     _, pipeline, _, _ = eval_setup(config, test_mode="test")
     model = pipeline.model
-    views = render_embeddings(pipeline)
+    views = render_eval_views(pipeline, keep_embeddings=True)
     _, seconds = timed_decoding(lambda e: model.decode_instances({"embedding": e}), views.embeddings)
-    result = score_rendered(views.with_labels(views.instances), scene)
+    result = score_rendered(views, scene)
     own = Scores(result, seconds, getattr(model, "clustering_seconds", None))
     clustered = None
     if clustering is not None:
         labels, fit_seconds, assign_seconds = decode_with_clustering(views, *clustering)
-        clustered = Scores(score_rendered(views.with_labels(labels), scene), assign_seconds, fit_seconds)
+        relabelled = dataclasses.replace(views, instances=[lab.cpu().numpy().astype(np.int64) for lab in labels])
+        clustered = Scores(score_rendered(relabelled, scene), assign_seconds, fit_seconds)
     return own, clustered

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from unic_lift_ns.synth.generate import SynthConfig, generate_scene
-
-IGNORED = ("output", "overwrite")
-"""SynthConfig fields that do not change a scene's content."""
-
-
-def scene_settings(cfg: SynthConfig) -> dict:
-    """The generation settings as ``scene.json`` records them."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in IGNORED}
+from unic_lift_ns.synth.generate import SynthConfig, generate_scene, scene_settings
 
 
 def prepare_scene(cfg: SynthConfig) -> tuple[Path, bool]:

@@ -45,11 +45,6 @@ class Row:
     error: Optional[str] = None
     """Why the row has no scores."""
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["result"] = None if self.result is None else self.result.to_dict()
-        return data
-
 
 def _percent(value: Optional[float]) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
@@ -91,5 +86,5 @@ def write_tables(output_dir: Path, rows: list[Row], meta: dict[str, Any], header
     """``bench.md`` and ``bench.json`` (``meta`` plus the rows) in ``output_dir``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / "bench.md", markdown(rows, header, notes))
-    data = {**meta, "columns": list(COLUMNS), "rows": [row.to_dict() for row in rows], "notes": notes}
+    data = {**meta, "columns": list(COLUMNS), "rows": [asdict(row) for row in rows], "notes": notes}
     write_text(output_dir / "bench.json", json.dumps(data, indent=2) + "\n")

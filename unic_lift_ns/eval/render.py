@@ -25,6 +25,8 @@ class RenderedViews:
     """Semantic class maps [H, W] int64, or None without a semantic head."""
     image_metrics: List[Dict[str, float]]
     """Per-view image metrics (psnr, ssim and, when available, lpips)."""
+    embeddings: Optional[List[torch.Tensor]] = None
+    """Raw rendered embedding maps [H, W, d] on the model's device, when asked for (the benchmark re-labels them)."""
 
     def mean_image_metrics(self) -> Dict[str, float]:
         keys = self.image_metrics[0].keys() if self.image_metrics else []
@@ -42,16 +44,18 @@ class RenderedViews:
 
 
 @torch.no_grad()
-def render_eval_views(pipeline, progress: bool = True) -> RenderedViews:
+def render_eval_views(pipeline, progress: bool = True, keep_embeddings: bool = False) -> RenderedViews:
     """Render every eval view of ``pipeline`` (a UniC-Lift pipeline) and decode its labels."""
     model, datamanager = pipeline.model, pipeline.datamanager
     stems = [Path(p).stem for p in datamanager.eval_dataset.image_filenames]
-    instances, semantics, metrics = [], [], []
+    instances, semantics, metrics, embeddings = [], [], [], []
     views = datamanager.fixed_indices_eval_dataloader  # a cached property in nerfstudio
     for camera, batch in tqdm(views, desc="Rendering eval views", disable=not progress, leave=False):
         outputs = model.get_outputs_for_camera(camera)
+        if keep_embeddings:
+            embeddings.append(outputs["embedding"])
         instances.append(outputs["instance_label"].squeeze(-1).cpu().numpy().astype(np.int64))
         if "semantic_label" in outputs:
             semantics.append(outputs["semantic_label"].squeeze(-1).cpu().numpy().astype(np.int64))
         metrics.append(model.get_image_metrics_and_images(outputs, batch)[0])
-    return RenderedViews(stems, instances, semantics or None, metrics)
+    return RenderedViews(stems, instances, semantics or None, metrics, embeddings if keep_embeddings else None)

@@ -100,6 +100,12 @@ def _validate(cfg: SynthConfig) -> None:
         raise FileExistsError(f"{cfg.output} already exists; pass --overwrite to replace it")
 
 
+def scene_settings(cfg: SynthConfig) -> dict:
+    """The settings that determine a scene's content, as ``scene.json`` records them (not output/overwrite)."""
+    settings = asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items() if k not in ("output", "overwrite")}
+
+
 def generate_scene(cfg: SynthConfig) -> Path:
     """Simulate, render and write one scene; returns the scene folder."""
     _validate(cfg)
@@ -160,7 +166,7 @@ def generate_scene(cfg: SynthConfig) -> Path:
         scene = {
             "generator": "unic-lift-synth",
             "format_version": FORMAT_VERSION,
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ("output", "overwrite")},
+            "config": scene_settings(cfg),
             "geometry": geo,
             "segmenter_noise": asdict(noise),
             "num_visible_objects": len(visible),
