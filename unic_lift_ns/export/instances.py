@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import open3d as o3d
 import torch
+from nerfstudio.utils.rich_utils import CONSOLE
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
@@ -34,9 +35,14 @@ def instance_filename(label: int) -> str:
     return f"instance_{label}.ply"
 
 
-def model_labels(model: UniCLiftModel) -> np.ndarray:
-    """[N] int64 instance label of every Gaussian of ``model``."""
-    return model.gaussian_labels().cpu().numpy()
+def model_splats(model: UniCLiftModel) -> Tuple[Splats, np.ndarray]:
+    """The finite Gaussians of ``model`` (NaN/Inf ones are dropped with a warning) and their [N] int64 labels."""
+    splats, labels = Splats.from_model(model), model.gaussian_labels().cpu().numpy()
+    finite = splats.finite()
+    if not finite.all():
+        CONSOLE.print(f"[yellow]Dropping {int((~finite).sum())} Gaussians with NaN/Inf parameters")
+        splats, labels = splats.subset(finite), labels[finite]
+    return splats, labels
 
 
 def group_by_label(labels: np.ndarray) -> Dict[int, np.ndarray]:
@@ -92,12 +98,13 @@ def export_instance(model: UniCLiftModel, label: int, output_dir: Path) -> Path:
     Raises:
         ValueError: no Gaussian has ``label``.
     """
-    mask = model_labels(model) == label
+    splats, labels = model_splats(model)
+    mask = labels == label
     if not mask.any():
         raise ValueError(f"No Gaussian has instance label {label}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    return write_ply(output_dir / instance_filename(label), Splats.from_model(model).subset(mask).vertices())
+    return write_ply(output_dir / instance_filename(label), splats.subset(mask).vertices())
 
 
 def export_instances(

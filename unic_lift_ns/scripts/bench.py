@@ -19,7 +19,7 @@ import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 from tqdm import tqdm
 
-from unic_lift_ns.bench.budgets import BUDGETS
+from unic_lift_ns.bench.budgets import BUDGETS, Budget
 from unic_lift_ns.bench.methods import UNIC_LIFT, VARIANTS, Variant, select_variants
 from unic_lift_ns.bench.run import RunFailed, evaluate_logged, train_variant
 from unic_lift_ns.bench.scenes import prepare_scene
@@ -96,6 +96,10 @@ class BenchConfig:
                   f"views at {scene_size['resolution']} px; qualities in percent.")  # fmt: skip
         rows: list[Row] = []
         notes: list[str] = []
+
+        def save() -> None:
+            write_tables(self.output_dir, rows, meta, header, notes + [_memory_note(rows)])
+
         for objects in tqdm(self.objects, desc="Scenes", unit="scene"):
             synth = SynthConfig(scenes_dir / f"objects_{objects}", num_objects=objects, seed=self.seed, **scene_size)
             scene, reused = prepare_scene(synth)
@@ -103,18 +107,18 @@ class BenchConfig:
             if self.segmenter_baselines:
                 baselines = evaluate_segmenter_baselines(scene)
                 rows += [Row(objects, name, result=result) for name, result in baselines.items()]
+                save()
             for variant in tqdm(variants, desc=f"{objects} objects", unit="method", leave=False):
-                rows += self.bench_variant(variant, objects, scene, steps, notes)
-                write_tables(self.output_dir, rows, meta, header, notes + [_memory_note(rows)])
-            write_tables(self.output_dir, rows, meta, header, notes + [_memory_note(rows)])
+                rows += self.bench_variant(variant, budget, objects, scene, steps, notes)
+                save()
         CONSOLE.print(f"Saved {self.output_dir / 'bench.md'} and {self.output_dir / 'bench.json'}")
         failed = [row for row in rows if row.error is not None]
         if failed:
             raise RunFailed(f"{len(failed)} run(s) failed, first: {failed[0].error}")
 
-    def bench_variant(self, variant: Variant, objects: int, scene: Path, steps: int, notes: list[str]) -> list[Row]:
+    def bench_variant(self, variant: Variant, budget: Budget, objects: int, scene: Path, steps: int,
+                      notes: list[str]) -> list[Row]:  # fmt: skip
         """Train and evaluate one variant on one scene: its row (plus the HDBSCAN row for unic-lift)."""
-        budget = BUDGETS[self.budget]
         runs = self.output_dir / "runs"
         compare = self.compare_clustering and variant.name == UNIC_LIFT
         clustering = (budget.clustering_samples, budget.clustering_min_size) if compare else None

@@ -35,7 +35,7 @@ from unic_lift_ns.export.instances import (
     POINTCLOUD_DIR,
     export_instances,
     group_by_label,
-    model_labels,
+    model_splats,
     move_instance,
     remove_instances,
 )
@@ -131,13 +131,7 @@ class Exporter:
 
     def load(self) -> Tuple[Splats, np.ndarray]:
         """The finite Gaussians of the run and their instance labels."""
-        model = load_model(self.load_config)
-        splats, labels = Splats.from_model(model), model_labels(model)
-        finite = splats.finite()
-        if not finite.all():
-            CONSOLE.print(f"[yellow]Dropping {int((~finite).sum())} Gaussians with NaN/Inf parameters")
-            splats, labels = splats.subset(finite), labels[finite]
-        return splats, labels
+        return model_splats(load_model(self.load_config))
 
 
 @dataclass
