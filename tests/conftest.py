@@ -27,6 +27,24 @@ def make_scene(path: Path, **overrides) -> Path:
     return generate_scene(SynthConfig(output=path, **options))
 
 
+def train_cpu(method: str, scene: Path, output_dir: Path, steps: int, *flags: str, timeout: int = 900) -> Path:
+    """Run the real ``ns-train METHOD`` on CPU (tensorboard, no periodic eval or save) with extra ``flags``;
+    asserts it succeeded and returns the run directory (``output_dir/tiny/METHOD/run``)."""
+    import subprocess
+    import sys
+
+    cmd = [
+        str(Path(sys.executable).parent / "ns-train"), method, "--data", str(scene), "--machine.device-type", "cpu",
+        "--max-num-iterations", str(steps), "--vis", "tensorboard", "--output-dir", str(output_dir),
+        "--experiment-name", "tiny", "--timestamp", "run", "--viewer.quit-on-train-completion", "True",
+        "--steps-per-eval-image", "100000", "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
+        *flags,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return output_dir / "tiny" / method / "run"
+
+
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory) -> Path:
     """6 objects, 16 views of 48x48, realistic segmenter noise."""
@@ -38,21 +56,11 @@ def trained_run(tmp_path_factory) -> Path:
     """A real `ns-train unic-lift` run on CPU (tiny scene, 150 steps); returns the run directory (config.yml).
 
     Pixels decode with 'gaussian-votes', so every pixel label is a label of Gaussians (hiding them removes it)."""
-    import subprocess
-    import sys
-
     root = tmp_path_factory.mktemp("trained")
     scene = make_scene(root / "scene", num_objects=6, num_views=16, resolution=48, num_points=2000)
-    cmd = [
-        str(Path(sys.executable).parent / "ns-train"), "unic-lift", "--data", str(scene),
-        "--machine.device-type", "cpu", "--max-num-iterations", "150", "--vis", "tensorboard",
-        "--output-dir", str(root / "outputs"), "--experiment-name", "tiny", "--timestamp", "run",
-        "--viewer.quit-on-train-completion", "True", "--steps-per-eval-image", "100000",
-        "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
+    return train_cpu(
+        "unic-lift", scene, root / "outputs", 150,
         "--pipeline.model.resolution-schedule", "30", "--pipeline.model.warmup-length", "30",
         "--pipeline.model.stop-split-at", "80", "--pipeline.model.neighbour-loss-start", "80",
         "--optimizers.embeddings.optimizer.lr", "0.02", "--pipeline.model.instance-decoding", "gaussian-votes",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return root / "outputs" / "tiny" / "unic-lift" / "run"
+    )  # fmt: skip

@@ -15,7 +15,7 @@ import torch
 from gsplat.strategy.ops import duplicate, remove, split
 from nerfstudio.cameras.cameras import Cameras
 
-from conftest import make_scene, setup_model
+from conftest import make_scene, setup_model, train_cpu
 from unic_lift_ns.baselines.contrastive_lift import ContrastiveLiftModel, ContrastiveLiftModelConfig
 from unic_lift_ns.baselines.contrastive_lift_losses import (
     concentration_loss,
@@ -171,18 +171,12 @@ def test_semantic_guided_labels_give_stuff_its_own_label():
 @pytest.mark.slow
 def test_ns_train_contrastive_lift_cpu_then_unic_lift_eval(tmp_path):
     scene = make_scene(tmp_path / "scene", num_objects=6, num_views=16, resolution=48, num_points=2000)
-    cmd = [
-        str(BIN / "ns-train"), "contrastive-lift", "--data", str(scene), "--machine.device-type", "cpu",
-        "--max-num-iterations", "150", "--vis", "tensorboard", "--output-dir", str(tmp_path / "outputs"),
-        "--experiment-name", "tiny", "--timestamp", "run", "--viewer.quit-on-train-completion", "True",
-        "--steps-per-eval-image", "100000", "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
+    run_dir = train_cpu(
+        "contrastive-lift", scene, tmp_path / "outputs", 150,
         "--pipeline.model.resolution-schedule", "30", "--pipeline.model.warmup-length", "30",
         "--pipeline.model.stop-split-at", "80", "--optimizers.embeddings.optimizer.lr", "0.02",
-        "--pipeline.model.cluster-num-samples", "5000", "--pipeline.model.cluster-min-size", "25",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = tmp_path / "outputs" / "tiny" / "contrastive-lift" / "run"
+        "--pipeline.model.cluster-num-samples", "5000", "--pipeline.model.cluster-min-size", "25", timeout=600,
+    )  # fmt: skip
     checkpoint = next((run_dir / "nerfstudio_models").glob("*.ckpt"))
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]
     fast, slow = state["_model.gauss_params.embeddings"], state["_model.gauss_params.slow_embeddings"]

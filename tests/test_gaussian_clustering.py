@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_scene, setup_model
+from conftest import make_scene, setup_model, train_cpu
 from test_model import make_camera
 from unic_lift_ns.baselines.gaussian_clustering import GaussianClusteringModel, GaussianClusteringModelConfig
 from unic_lift_ns.baselines.gaussian_clustering_losses import (
@@ -124,19 +124,13 @@ def test_clustering_recovers_well_separated_feature_groups():
 @pytest.mark.slow
 def test_ns_train_gaussian_clustering_cpu_then_eval(tmp_path):
     scene = make_scene(tmp_path / "scene", num_objects=3, num_views=8, resolution=48, num_points=800)
-    cmd = [
-        str(BIN / "ns-train"), "gaussian-clustering", "--data", str(scene), "--machine.device-type", "cpu",
-        "--max-num-iterations", "100", "--vis", "tensorboard", "--output-dir", str(tmp_path / "outputs"),
-        "--experiment-name", "tiny", "--timestamp", "run", "--viewer.quit-on-train-completion", "True",
-        "--steps-per-eval-image", "100000", "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
+    run_dir = train_cpu(
+        "gaussian-clustering", scene, tmp_path / "outputs", 100,
         "--pipeline.model.resolution-schedule", "30", "--pipeline.model.warmup-length", "30",
         "--pipeline.model.stop-split-at", "60", "--pipeline.model.contrastive-every", "1",
         "--pipeline.model.spatial-every", "5", "--pipeline.model.spatial-refresh-every", "50",
-        "--pipeline.model.cluster-min-size", "10", "--optimizers.embeddings.optimizer.lr", "0.2",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = tmp_path / "outputs" / "tiny" / "gaussian-clustering" / "run"
+        "--pipeline.model.cluster-min-size", "10", "--optimizers.embeddings.optimizer.lr", "0.2", timeout=600,
+    )  # fmt: skip
 
     out = tmp_path / "eval.json"
     proc = subprocess.run(

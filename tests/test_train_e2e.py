@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_scene
+from conftest import make_scene, train_cpu
 
 BIN = Path(sys.executable).parent
 STEPS = 300
@@ -37,16 +37,8 @@ def _scalars(run_dir: Path, tag: str) -> np.ndarray:
 @pytest.mark.slow
 def test_ns_train_unic_lift_cpu_end_to_end(tmp_path):
     scene = make_scene(tmp_path / "scene", num_objects=6, num_views=24, resolution=64, num_points=3000)
-    cmd = [
-        str(BIN / "ns-train"), "unic-lift", "--data", str(scene), "--machine.device-type", "cpu",
-        "--max-num-iterations", str(STEPS), "--vis", "tensorboard", "--output-dir", str(tmp_path / "outputs"),
-        "--experiment-name", "tiny", "--timestamp", "run", "--viewer.quit-on-train-completion", "True",
-        "--logging.steps-per-log", "10", "--steps-per-eval-image", "100000", "--steps-per-eval-all-images", "100000",
-        *FAST_SCHEDULE,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = tmp_path / "outputs" / "tiny" / "unic-lift" / "run"
+    run_dir = train_cpu("unic-lift", scene, tmp_path / "outputs", STEPS, "--logging.steps-per-log", "10",
+                        *FAST_SCHEDULE)
     assert list((run_dir / "nerfstudio_models").glob("*.ckpt"))
 
     total = _scalars(run_dir, "Train Loss")
