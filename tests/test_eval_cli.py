@@ -1,4 +1,4 @@
-"""Scene loading, its errors, and the unic-lift-eval CLI on a tiny scene folder."""
+"""Scene loading, its errors, and the unic-lift-eval CLI on a tiny scene folder and on a real trained run."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tyro
+import yaml
 from PIL import Image
 
-from unic_lift_ns.data.label_maps import write_label_map
+from unic_lift_ns.data.label_maps import find_label_map, read_label_map, write_label_map
 from unic_lift_ns.eval.evaluate import (
     TRACKED,
     UNTRACKED,
@@ -26,6 +27,9 @@ from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig
 
 SIZE = 56
 NUM_VIEWS = 8
+BIN = Path(sys.executable).parent
+RUN_EVAL_VIEWS = ["frame_00000", "frame_00008"]
+"""Eval views of the ``trained_run`` fixture: every 8th of its 16 views."""
 
 
 def write_scene(root: Path) -> Path:
@@ -85,6 +89,8 @@ def test_console_script_scores_baselines(scene: Path) -> None:
         "num_gt_instances",
         "num_views",
         "psnr",
+        "ssim",
+        "lpips",
     }
     assert tracked["psnr"] is None  # no model was rendered
     assert tracked["pq_scene"] > 0.95 and untracked["pq_scene"] < 0.75
@@ -167,3 +173,127 @@ def test_non_integer_masks_are_named(scene: Path, tmp_path: Path) -> None:
     Image.new("RGB", (SIZE, SIZE)).save(path)
     with pytest.raises(ValueError, match=re.escape(str(path))):
         load_scene_gt(scene)
+
+
+def copy_of_run_scene(trained_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A per-test copy of the trained run's scene and a config.yml whose dataparser reads that copy; the
+    checkpoint is still read from the (untouched) fixture run."""
+    config = yaml.load((trained_run / "config.yml").read_text(), Loader=yaml.Loader)
+    scene = Path(shutil.copytree(config.pipeline.datamanager.data, tmp_path / "scene"))
+    config.data = config.pipeline.datamanager.data = config.pipeline.datamanager.dataparser.data = scene
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.dump(config))
+    return scene, config_path
+
+
+def unic_lift_eval(*args: object) -> tuple[subprocess.CompletedProcess, str]:
+    """Run the real console script; returns the process and its stdout with rich's line wrapping undone."""
+    proc = subprocess.run([str(BIN / "unic-lift-eval"), *map(str, args)], capture_output=True, text=True, timeout=600)
+    return proc, " ".join(proc.stdout.split())
+
+
+def run_row(results: dict) -> dict:
+    """The checkpoint's row of the results: 'unic-lift (step N)'."""
+    (name,) = [name for name in results if name.startswith("unic-lift (step ")]
+    return results[name]
+
+
+def test_load_config_scores_the_rendered_views_without_split_json(trained_run: Path, tmp_path: Path) -> None:
+    scene, config = copy_of_run_scene(trained_run, tmp_path)
+    (scene / "split.json").unlink()
+    out = tmp_path / "eval.json"
+    proc, _ = unic_lift_eval("--load-config", config, "--output-json", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = json.loads(out.read_text())
+    assert output["scene"] == str(scene) and output["eval_views"] == RUN_EVAL_VIEWS
+    results = output["results"]
+    assert len(results) == 3 and {UNTRACKED, TRACKED} <= set(results)
+    row = run_row(results)
+    assert 0.0 <= row["pq_scene"] <= 1.0 and 0.0 <= row["miou"] <= 1.0 and row["num_gt_instances"] > 0
+    assert row["psnr"] > 10.0 and row["ssim"] is not None
+    assert [results[name]["num_views"] for name in (UNTRACKED, TRACKED)] == [2, 2]
+
+
+def test_load_config_scores_the_split_its_dataparser_chose(trained_run: Path, tmp_path: Path) -> None:
+    """transforms.json holds out other views than split.json lists: the rendered (dataparser's) views are scored,
+    by the checkpoint and by the 2D segmenter baselines alike."""
+    scene, config = copy_of_run_scene(trained_run, tmp_path)
+    transforms = json.loads((scene / "transforms.json").read_text())
+    held_out = ["frame_00000", "frame_00003", "frame_00011"]
+    transforms["val_filenames"] = transforms["test_filenames"] = [f"images/{stem}.png" for stem in held_out]
+    (scene / "transforms.json").write_text(json.dumps(transforms))
+    assert json.loads((scene / "split.json").read_text())["eval"] == RUN_EVAL_VIEWS
+    out = tmp_path / "eval.json"
+    proc, stdout = unic_lift_eval("--load-config", config, "--output-json", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = json.loads(out.read_text())
+    assert output["eval_views"] == held_out and "(3 eval views)" in stdout
+    assert len(output["results"]) == 3 and {UNTRACKED, TRACKED} <= set(output["results"])
+    assert [result["num_views"] for result in output["results"].values()] == [3, 3, 3]
+
+
+def test_missing_gt_map_of_a_rendered_view_is_named_before_rendering(trained_run: Path, tmp_path: Path) -> None:
+    scene, config = copy_of_run_scene(trained_run, tmp_path)
+    (scene / "gt" / "instances" / "frame_00008.png").unlink()
+    labels, out = tmp_path / "labels", tmp_path / "eval.json"
+    proc, stdout = unic_lift_eval("--load-config", config, "--save-labels", labels, "--output-json", out)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"'frame_00008' in {scene / 'gt' / 'instances'}" in stdout and "Traceback" not in proc.stderr
+    assert not labels.exists() and not out.exists()  # nothing rendered, nothing written
+
+
+def test_load_config_without_gt_reports_image_metrics_and_saves_labels(trained_run: Path, tmp_path: Path) -> None:
+    scene, config = copy_of_run_scene(trained_run, tmp_path)
+    shutil.rmtree(scene / "gt")
+    labels = tmp_path / "labels"
+    out = tmp_path / "eval.json"
+    proc, stdout = unic_lift_eval("--load-config", config, "--save-labels", labels, "--output-json", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"No ground truth in {scene / 'gt'}" in stdout
+    assert "PQ^scene, mIoU and the 2D segmenter baselines need gt/instances and gt/semantics" in stdout
+    output = json.loads(out.read_text())
+    assert output["eval_views"] == RUN_EVAL_VIEWS and output["tracking_min_iou"] is None
+    (row,) = output["results"].values()  # no baselines without ground truth
+    assert row["psnr"] > 10.0 and 0.0 < row["ssim"] <= 1.0 and row["num_views"] == 2
+    assert row["pq_scene"] is None and row["miou"] is None and row["num_gt_instances"] is None
+    for stem in RUN_EVAL_VIEWS:
+        assert read_label_map(find_label_map(labels / "instances", stem)).shape == (48, 48)
+    proc, stdout = unic_lift_eval("--load-config", config, "--pred", labels / "instances", "--output-json", out)
+    assert proc.returncode == 2 and f"--pred needs ground truth, but {scene} has no gt/" in stdout
+
+
+def test_outputs_are_checked_before_rendering(trained_run: Path, tmp_path: Path) -> None:
+    config = trained_run / "config.yml"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match=f"--output-json: {re.escape(str(blocker))} is a file"):
+        EvalConfig(load_config=config, output_json=blocker / "eval.json").main()
+    with pytest.raises(NotADirectoryError, match=f"--save-labels: {re.escape(str(blocker))} is a file"):
+        EvalConfig(load_config=config, save_labels=blocker, output_json=tmp_path / "eval.json").main()
+    theirs = tmp_path / "labels" / "instances" / "frame_00008.png"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("not ours")
+    with pytest.raises(FileExistsError, match=f"--save-labels: {re.escape(str(theirs))} already exists"):
+        EvalConfig(load_config=config, save_labels=tmp_path / "labels", output_json=tmp_path / "eval.json").main()
+    assert blocker.read_text() == "keep me" and theirs.read_text() == "not ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "labels"]
+
+
+def test_periodic_eval_scores_the_rendered_views_and_needs_no_gt(trained_run: Path, tmp_path: Path) -> None:
+    """UniCLiftPipeline.get_average_eval_image_metrics (ns-train's eval-all-images, ns-eval) follows the same rule."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    scene, config = copy_of_run_scene(trained_run, tmp_path)
+    (scene / "split.json").unlink()
+    _, pipeline, _, _ = eval_setup(config, test_mode="val")
+    metrics = pipeline.get_average_eval_image_metrics()
+    assert metrics["num_views"] == 2 and 0.0 <= metrics["pq_scene"] <= 1.0 and metrics["psnr"] > 10.0
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match="--render-output-path"):
+        pipeline.get_average_eval_image_metrics(output_path=blocker)
+    shutil.rmtree(scene / "gt")
+    metrics = pipeline.get_average_eval_image_metrics(output_path=tmp_path / "renders")
+    assert "pq_scene" not in metrics and metrics["psnr"] > 10.0
+    written = sorted(p.name for p in (tmp_path / "renders" / "instances").iterdir())
+    assert written == [f"{stem}.png" for stem in RUN_EVAL_VIEWS]

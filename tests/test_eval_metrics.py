@@ -168,3 +168,25 @@ def test_views_rendered_at_half_size_are_upsampled_nearest_before_scoring(tiny_s
     result = score_rendered(rendered, tiny_scene)
     assert result.num_pred_instances == result.num_gt_instances
     assert 0.7 < result.pq_scene < 1.0 and result.psnr == 30.0  # 48 px scene: halving loses thin parts
+
+
+def test_saved_labels_wider_than_16_bits_read_back_exactly(tmp_path):
+    """d up to 24 gives labels < 2^24: such a folder is written as .npy; semantics stay 8-bit PNGs."""
+    from unic_lift_ns.data.label_maps import find_label_map, read_label_map
+    from unic_lift_ns.eval.render import RenderedViews
+
+    rng = np.random.default_rng(0)
+    narrow, wide = rng.integers(0, 2**16, (6, 5)), rng.integers(2**16, 2**24, (6, 5))
+    wide[0, 0] = 2**24 - 1
+    semantics = [rng.integers(0, 2, (6, 5)) for _ in range(2)]
+    RenderedViews(["a", "b"], [narrow, wide], semantics, [{"psnr": 20.0}] * 2).save(tmp_path / "wide")
+    for stem, labels, classes in zip("ab", (narrow, wide), semantics):
+        instances = find_label_map(tmp_path / "wide" / "instances", stem)
+        assert instances.suffix == ".npy" and np.load(instances).dtype == np.int32
+        np.testing.assert_array_equal(read_label_map(instances), labels)
+        semantic = find_label_map(tmp_path / "wide" / "semantics", stem)
+        assert semantic.suffix == ".png"
+        np.testing.assert_array_equal(read_label_map(semantic), classes)
+    RenderedViews(["a"], [narrow], None, [{"psnr": 20.0}]).save(tmp_path / "narrow")
+    assert [p.name for p in (tmp_path / "narrow").iterdir()] == ["instances"]
+    np.testing.assert_array_equal(read_label_map(tmp_path / "narrow" / "instances" / "a.png"), narrow)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import stat
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,8 @@ from scipy.spatial.transform import Rotation
 from unic_lift_ns.export.instances import export_instance, move_instance
 from unic_lift_ns.export.ply import INSTANCE_PROPERTY, Splats, write_ply
 from unic_lift_ns.model import UniCLiftModel
-from unic_lift_ns.scripts.export import entrypoint, load_model
+from unic_lift_ns.scripts import cli
+from unic_lift_ns.scripts.export import NS_EXPORT_MIN_OPACITY, entrypoint, faint_note, load_model, staged
 
 
 def run_cli(monkeypatch, *args) -> int:
@@ -27,6 +33,27 @@ def run_cli(monkeypatch, *args) -> int:
     except SystemExit as stop:
         return int(stop.code)
     return 0
+
+
+def printed(capsys) -> str:
+    """What the CLI printed since the last call, with rich's line wrapping undone."""
+    return " ".join(capsys.readouterr().out.split())
+
+
+def files(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def umask_027():
+    """Run the test under umask 027, so that new folders should be 0o750 (and mkdtemp's 0o700 would show)."""
+    previous = os.umask(0o027)
+    yield 0o750
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def read_vertices(path: Path) -> np.ndarray:
@@ -73,9 +100,15 @@ def assert_matches_checkpoint(vertices: np.ndarray, model: UniCLiftModel, index:
     np.testing.assert_array_equal(vertices["opacity"], model.opacities.detach().numpy()[index, 0])
 
 
-def test_instances_export_round_trips_every_gaussian(monkeypatch, tmp_path, config, model, labels) -> None:
-    out = tmp_path / "all"
-    assert run_cli(monkeypatch, "instances", "--load-config", config, "--output-dir", out) == 0
+def test_instances_export_round_trips_every_gaussian(monkeypatch, capsys, umask_027, tmp_path, config, model,
+                                                     labels) -> None:  # fmt: skip
+    out = tmp_path / "new" / "all"
+    assert run_cli(monkeypatch, "instances", "--load-config", config, "--output-dir", out, "--min-gaussians", 1) == 0
+    faint = int((model.opacities.detach().numpy()[:, 0] < NS_EXPORT_MIN_OPACITY).sum())
+    assert (f"({model.num_points} of {model.num_points} Gaussians; ns-export gaussian-splat would also drop the "
+            f"{faint} of them with opacity below 1/255)") in printed(capsys)  # fmt: skip
+    assert mode(tmp_path / "new") == mode(out) == mode(out / "pointclouds") == umask_027
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["all"]  # no staging folder left behind
     present = np.unique(labels)
     assert sorted(p.name for p in out.glob("instance_*.ply")) == sorted(f"instance_{label}.ply" for label in present)
     counts = {label: read_vertices(out / f"instance_{label}.ply").shape[0] for label in present}
@@ -100,22 +133,54 @@ def test_instances_export_round_trips_every_gaussian(monkeypatch, tmp_path, conf
     np.testing.assert_allclose(np.asarray(cloud.colors)[0] * 255, record["colour"], atol=0.5)
 
 
-def test_selected_instances_keep_other_files(monkeypatch, tmp_path, config, model, labels) -> None:
+def test_overwrite_keeps_foreign_files_and_removes_stale_instances(monkeypatch, capsys, tmp_path, config, model,
+                                                                  labels) -> None:  # fmt: skip
     first, second, third = largest_labels(labels, 3)
     threshold = int((labels == second).sum())
     out = tmp_path / "some"
-    out.mkdir()
-    (out / "notes.txt").write_text("keep me")
+    (out / "pointclouds").mkdir(parents=True)
+    foreign = {"notes.txt": b"keep me", "instance_07.ply": b"not a name we write", "pointclouds/notes.txt": b"mine"}
+    stale = {"instance_999999.ply": b"earlier export", "pointclouds/instance_999999.ply": b"earlier export",
+             "instances.json": b"{}"}  # fmt: skip
+    for name, data in {**foreign, **stale}.items():
+        (out / name).write_bytes(data)
     args = ["instances", "--load-config", config, "--output-dir", out, "--instances", third, first, second]
-    assert run_cli(monkeypatch, *args, "--min-gaussians", threshold) == 0
-    assert (out / "notes.txt").read_text() == "keep me"
+    assert run_cli(monkeypatch, *args, "--min-gaussians", threshold) == 2
+    message = capsys.readouterr().out
+    assert message.count("\n") == 1 and message.startswith(f"unic-lift-export: --output-dir: {out} is not empty")
+    assert "pass --overwrite" in message and files(out) == {**foreign, **stale}
+
+    assert run_cli(monkeypatch, *args, "--min-gaussians", threshold, "--overwrite") == 0
+    written = files(out)
+    assert {name: written[name] for name in foreign if name in written} == foreign
+    assert "instance_999999.ply" not in written and "pointclouds/instance_999999.ply" not in written
     kept = [first, second] if (labels == third).sum() < threshold else [first, second, third]
-    assert sorted(p.name for p in out.glob("instance_*.ply")) == sorted(f"instance_{label}.ply" for label in kept)
+    assert sorted(p.name for p in out.glob("instance_*.ply")) == sorted(
+        ["instance_07.ply", *(f"instance_{label}.ply" for label in kept)]
+    )
+    assert sorted(p.name for p in (out / "pointclouds").iterdir()) == sorted(
+        ["notes.txt", *(f"instance_{label}.ply" for label in kept)]
+    )
+    assert json.loads(written["instances.json"])["num_instances"] == len(kept)
     combined = read_vertices(out / "instances.ply")
     selected = np.flatnonzero(np.isin(labels, kept))
     np.testing.assert_array_equal(combined[INSTANCE_PROPERTY], labels[selected])
     assert_matches_checkpoint(combined, model, selected)
     assert [p.name for p in tmp_path.iterdir()] == ["some"]  # no staging folder left behind
+
+
+def test_default_min_gaussians_leaves_out_specks(monkeypatch, capsys, tmp_path, config, labels) -> None:
+    out = tmp_path / "default"
+    assert run_cli(monkeypatch, "instances", "--load-config", config, "--output-dir", out) == 0
+    values, counts = np.unique(labels, return_counts=True)
+    assert sorted(p.name for p in out.glob("instance_*.ply")) == sorted(
+        f"instance_{label}.ply" for label in values[counts >= 10]
+    )
+    specks = int((counts < 10).sum())
+    assert (f"Leaving out {specks} instances with fewer than 10 Gaussians" in printed(capsys)) == (specks > 0)
+    assert run_cli(monkeypatch, "instances", "--load-config", config, "--output-dir", tmp_path / "x",
+                   "--min-gaussians", 0) == 2  # fmt: skip
+    assert "--min-gaussians must be at least 1, got 0" in printed(capsys)
 
 
 def test_export_instance_function(tmp_path, model, labels) -> None:
@@ -128,17 +193,27 @@ def test_export_instance_function(tmp_path, model, labels) -> None:
         export_instance(model, missing, tmp_path / "viewer")
 
 
-def test_edit_remove_and_move(monkeypatch, tmp_path, config, model, labels) -> None:
+def test_edit_remove_and_move(monkeypatch, capsys, umask_027, tmp_path, config, model, labels) -> None:
     gone, moved = largest_labels(labels, 2)
     means = model.means.detach().numpy()
-    base = ["edit", "--load-config", config, "--output-dir", tmp_path]
+    out = tmp_path / "edits"
+    base = ["edit", "--load-config", config, "--output-dir", out]
     assert run_cli(monkeypatch, *base, "--remove", gone, "--output-filename", "removed.ply") == 0
-    kept = read_vertices(tmp_path / "removed.ply")
+    kept = read_vertices(out / "removed.ply")
     assert INSTANCE_PROPERTY not in kept.dtype.names
     assert_matches_checkpoint(kept, model, np.flatnonzero(labels != gone))
+    faint = int((model.opacities.detach().numpy()[labels != gone, 0] < NS_EXPORT_MIN_OPACITY).sum())
+    assert f"would also drop the {faint} of them with opacity below 1/255" in printed(capsys)
+    assert mode(out) == umask_027 and [p.name for p in tmp_path.iterdir()] == ["edits"]  # staged, then moved
+    removed = (out / "removed.ply").read_bytes()
 
-    assert run_cli(monkeypatch, *base, "--move", moved, "--translate", 1, -2, 0.5, "--output-filename", "m.ply") == 0
-    shifted = positions(read_vertices(tmp_path / "m.ply"))
+    move = ["--move", moved, "--translate", 1, -2, 0.5, "--output-filename", "m.ply"]
+    assert run_cli(monkeypatch, *base, *move) == 2  # the folder holds removed.ply now
+    assert "--output-dir" in printed(capsys) and not (out / "m.ply").exists()
+    assert run_cli(monkeypatch, *base, *move, "--overwrite") == 0
+    assert (out / "removed.ply").read_bytes() == removed  # --overwrite replaces only --output-filename
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edits"]
+    shifted = positions(read_vertices(out / "m.ply"))
     mask = labels == moved
     np.testing.assert_allclose(shifted[mask], means[mask] + [1, -2, 0.5], atol=1e-5)
     np.testing.assert_array_equal(shifted[~mask], means[~mask])
@@ -176,7 +251,34 @@ def test_write_ply_has_no_per_vertex_loop(tmp_path) -> None:
 
 def bad_input_message(monkeypatch, capsys, *args) -> str:
     assert run_cli(monkeypatch, *args) == 2
-    return " ".join(capsys.readouterr().out.split())
+    return printed(capsys)
+
+
+@dataclass
+class ExportKilledMidway:
+    """Writes into a staged folder and is sent SIGTERM before it is done."""
+
+    output_dir: Path
+    """Folder the export would write."""
+
+    def main(self) -> None:
+        with staged(self.output_dir, []) as stage:
+            (stage / "instance_1.ply").write_bytes(b"half written")
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 10  # Python runs the handler at its next check, in this thread
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        raise AssertionError("SIGTERM did not stop the export")
+
+
+def test_sigterm_removes_the_staging_folder(monkeypatch, tmp_path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(sys, "argv", ["unic-lift-test", "--output-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as stop:
+        cli.run_cli("unic-lift-test", ExportKilledMidway)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []  # neither --output-dir nor the hidden .out.*.tmp
+    assert signal.getsignal(signal.SIGTERM) == before  # run_cli puts the previous handler back
 
 
 def test_bad_inputs_exit_2_and_write_nothing(monkeypatch, capsys, tmp_path, config, labels) -> None:
@@ -203,6 +305,11 @@ def test_bad_inputs_exit_2_and_write_nothing(monkeypatch, capsys, tmp_path, conf
     message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", nowhere, "--output-dir", out)
     assert "--load-config: no such file" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["splatfacto"]
+
+
+def test_success_line_counts_what_ns_export_drops() -> None:
+    opacities = np.array([-9.0, -5.54, -5.53, 0.0, 4.0], dtype=np.float32)  # logits; 1/255 is -5.5373
+    assert faint_note(opacities) == "ns-export gaussian-splat would also drop the 2 of them with opacity below 1/255"
 
 
 def test_ns_export_gaussian_splat_still_works(tmp_path, config, model) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unic_lift_ns.data.label_maps import find_label_map, read_label_map, write_label_map
+from unic_lift_ns.data.label_maps import find_label_map, read_label_map, write_label_map, write_label_maps
 
 
 @pytest.mark.parametrize("bit_depth, high", [(16, 60_000), (8, 255)])
@@ -74,6 +74,7 @@ def test_find_label_map_prefers_png(tmp_path: Path) -> None:
         (np.zeros((2, 2), np.float32), 16, "a.png"),
         (np.zeros((2, 2, 3), np.int64), 16, "a.png"),
         (np.zeros((2, 2), np.int64), 16, "a.jpg"),
+        (np.zeros((2, 2), np.float32), 16, "a.npy"),
     ],
 )
 def test_write_rejects_what_a_png_label_map_cannot_hold(
@@ -82,3 +83,23 @@ def test_write_rejects_what_a_png_label_map_cannot_hold(
     with pytest.raises(ValueError, match=name):
         write_label_map(tmp_path / name, labels, bit_depth=bit_depth)
     assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("high, dtype", [(2**24 - 1, np.int32), (2**40, np.int64), (-5, np.int32)])
+def test_npy_holds_any_integer_labels(tmp_path: Path, high: int, dtype: type) -> None:
+    labels = np.array([[0, 1], [high, 7]])
+    path = tmp_path / "a.npy"
+    write_label_map(path, labels)
+    assert np.load(path).dtype == dtype
+    np.testing.assert_array_equal(read_label_map(path), labels)
+
+
+def test_write_label_maps_falls_back_to_npy_for_the_whole_folder(tmp_path: Path) -> None:
+    small, large = np.full((2, 3), 65_535), np.full((2, 3), 65_536)
+    fit = write_label_maps(tmp_path / "fit", ["a", "b"], [small, small])
+    assert fit == [tmp_path / "fit" / f"{s}.png" for s in "ab"]
+    paths = write_label_maps(tmp_path / "wide", ["a", "b"], [small, large])
+    assert paths == [tmp_path / "wide" / f"{s}.npy" for s in "ab"]
+    assert [find_label_map(tmp_path / "wide", s) for s in "ab"] == paths
+    np.testing.assert_array_equal(read_label_map(paths[1]), large)
+    assert write_label_maps(tmp_path / "sem", ["a"], [np.full((2, 2), 256)], bit_depth=8)[0].suffix == ".npy"

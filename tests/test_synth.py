@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import make_scene
+from unic_lift_ns.scripts.synth import entrypoint
+from unic_lift_ns.synth.generate import SynthConfig, generate_scene
 from unic_lift_ns.synth.segmenter import PRESETS, simulate_segmenter
 
 
@@ -87,11 +92,91 @@ def test_cli_refuses_to_overwrite(tmp_path):
     before = _files(out)
     exe = Path(sys.executable).parent / "unic-lift-synth"
     proc = subprocess.run([str(exe), "--output", str(out), "--num-views", "4"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "--overwrite" in proc.stderr and str(out) in proc.stderr
+    assert proc.returncode == 2 and "--overwrite" in proc.stdout and str(out) in proc.stdout
+    assert proc.stdout.strip().count("\n") == 0  # one line, however long the path
     assert _files(out) == before
     proc = subprocess.run([str(exe), "--output", str(tmp_path / "x"), "--num-objects", "0"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "--num-objects" in proc.stderr
+    assert proc.returncode == 2 and "--num-objects" in proc.stdout
     assert not (tmp_path / "x").exists()
+
+
+def tiny(output: Path, **overrides) -> SynthConfig:
+    """Options of a scene that renders in well under a second."""
+    options = dict(num_objects=1, num_views=2, resolution=16, num_points=50, overwrite=True)
+    options.update(overrides)
+    return SynthConfig(output=output, **options)
+
+
+def user_mode_of_new_folders() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def test_overwrite_replaces_a_generated_scene(tmp_path):
+    out = generate_scene(tiny(tmp_path / "scene", seed=1, overwrite=False))
+    generate_scene(tiny(out, seed=2))
+    assert json.loads((out / "scene.json").read_text())["config"]["seed"] == 2
+    assert _files(out) == _files(generate_scene(tiny(tmp_path / "fresh", seed=2)))
+    assert stat.S_IMODE(out.stat().st_mode) == user_mode_of_new_folders()  # not mkdtemp's 0700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "scene"]  # no staging folder left
+
+
+def test_overwrite_refuses_a_scene_with_foreign_files(tmp_path):
+    out = generate_scene(tiny(tmp_path / "scene", overwrite=False))
+    (out / "notes.txt").write_bytes(b"my notes\x00")
+    (out / "images" / "frame_00000.jpg").write_bytes(b"not ours")
+    before = _files(out)
+    with pytest.raises(ValueError, match=r"^--output: .* did not write \(images/frame_00000\.jpg, notes\.txt\)"):
+        generate_scene(tiny(out, seed=5))
+    assert _files(out) == before
+    assert (out / "notes.txt").read_bytes() == b"my notes\x00"
+
+
+def test_overwrite_refuses_what_is_not_a_generated_scene(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"holiday")
+    with pytest.raises(ValueError, match=r'^--output: .*photos is not a scene unic-lift-synth wrote \(no scene.json'):
+        generate_scene(tiny(folder))
+    (folder / "scene.json").write_text(json.dumps({"generator": "someone-else", "format_version": 1}))
+    with pytest.raises(ValueError, match="is not a scene unic-lift-synth wrote"):
+        generate_scene(tiny(folder))
+    assert (folder / "a.png").read_bytes() == b"holiday"
+    a_file = tmp_path / "scene.txt"
+    a_file.write_bytes(b"a file")
+    with pytest.raises(NotADirectoryError, match=r"^--output: .*scene.txt exists and is not a folder"):
+        generate_scene(tiny(a_file))
+    assert a_file.read_bytes() == b"a file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "scene.txt"]
+
+
+def test_overwrite_never_replaces_the_current_or_home_folder(tmp_path, monkeypatch):
+    work = generate_scene(tiny(tmp_path / "work", overwrite=False))  # a real scene, so only the rule refuses it
+    before = _files(work)
+    monkeypatch.chdir(work)
+    for output, what in ((".", "the current folder"), ("..", "an ancestor"), ("/", "the file-system root")):
+        with pytest.raises(ValueError, match=f"^--output: {re.escape(output)} is {what}"):
+            generate_scene(tiny(Path(output)))
+    monkeypatch.setenv("HOME", str(work))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="is the home folder"):
+        generate_scene(tiny(work))
+    assert _files(work) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def test_cli_overwrite_refusal_is_one_line(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "keep.txt").write_bytes(b"keep")
+    monkeypatch.setattr(sys, "argv", ["unic-lift-synth", "--output", str(folder), "--overwrite", "--num-views", "2"])
+    with pytest.raises(SystemExit) as stop:
+        entrypoint()
+    assert stop.value.code == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"unic-lift-synth: --output: {folder} is not a scene")
+    assert (folder / "keep.txt").read_bytes() == b"keep"
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -1,19 +1,23 @@
-"""Viewer instance tools: label under a click, isolate/hide masks, overlay, the one-shot pick and the export wiring."""
+"""Viewer instance tools: label under a click, isolate/hide masks, overlay, the one-shot pick, the decoding dropdown
+and the export, confined to the run directory."""
 
 from __future__ import annotations
 
-import sys
-import types
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import List, Literal
 
+import pytest
 import torch
 from nerfstudio.viewer.utils import parse_object
 from nerfstudio.viewer.viewer_elements import ViewerClick, ViewerControl, ViewerElement
 from test_model import make_camera, make_model
 
+from conftest import setup_model
 from unic_lift_ns.labels import label_palette
-from unic_lift_ns.viewer import DIM, gaussian_filter_for, instance_overlay, label_at
+from unic_lift_ns.model import UniCLiftModelConfig
+from unic_lift_ns.viewer import DIM, confined_folder, gaussian_filter_for, instance_overlay, label_at
 
 
 def test_label_at_reads_the_clicked_pixel_and_rejects_background():
@@ -48,7 +52,7 @@ def test_overlay_blends_and_highlights_the_selection():
 def test_viewer_finds_the_elements_on_the_model():
     model = make_model()
     names = {path.split("/")[-1] for path, _ in parse_object(model, ViewerElement, "Custom Elements")}
-    assert {"overlay_opacity", "pick_instance", "subset_isolate", "subset_hide", "write_selected"} <= names
+    assert {"decoding", "overlay_opacity", "pick_instance", "subset_isolate", "subset_hide", "write_selected"} <= names
     assert [e for _, e in parse_object(model, ViewerControl, "Custom Elements")] == [model.instance_gui.viewer_control]
     assert not [key for key in model.state_dict() if "instance_gui" in key]  # checkpoints are unchanged
 
@@ -132,40 +136,140 @@ def test_click_on_background_keeps_the_selection():
     assert gui.selected == 9 and "background" in gui.picked.value
 
 
-def test_export_selected_writes_into_the_run_directory(monkeypatch, tmp_path: Path):
+def test_confined_folder_keeps_relative_folders_inside_the_run_directory(tmp_path: Path):
+    run = tmp_path / "run"
+    (run / "inner").mkdir(parents=True)
+    (run / "alias").symlink_to(run / "inner")  # a symlink that stays inside is fine
+    assert confined_folder(run, "exports") == run.resolve() / "exports"
+    assert confined_folder(run, "a/./b/") == run.resolve() / "a" / "b"
+    assert confined_folder(run, "") == run.resolve()
+    assert confined_folder(run, "alias/x") == run.resolve() / "inner" / "x"
+    assert not (run / "exports").exists()  # only a path, nothing is created
+
+
+def escapes(tmp_path: Path) -> List[str]:
+    """Export folder texts that leave ``tmp_path/run`` (or loop); makes the symlinks some of them go through."""
+    run = tmp_path / "run"
+    (run / "exports").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (run / "link").symlink_to(tmp_path / "outside")
+    (run / "loop").symlink_to(run / "loop")
+    absolute = str(tmp_path / "outside")
+    return ["../escape", "a/../../escape", "..", absolute, "~/escape", "~", "link", "link/deeper", "loop"]
+
+
+def test_confined_folder_refuses_escapes(tmp_path: Path):
+    for text in escapes(tmp_path):
+        with pytest.raises(ValueError):
+            confined_folder(tmp_path / "run", text)
+
+
+def attach_run(gui, run_dir: Path) -> None:
+    """What nerfstudio's Viewer gives the GUI's ViewerControl (``_setup``) that export uses: its log file."""
+    gui.viewer_control.viewer = SimpleNamespace(log_filename=run_dir / "viewer_log_filename.txt")
+
+
+def tree(root: Path) -> List[Path]:
+    return sorted(root.rglob("*"))
+
+
+def test_export_refusals_write_nothing(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where '~' would lead
+    texts = escapes(tmp_path)
     model = trained_like_model()
     gui = model.instance_gui
-    assert gui.export_selected() is None and "pick" in gui.written.value
-    calls = []
-
-    def export_instance(model_arg, label: int, output_dir: Path) -> Path:
-        calls.append((model_arg, label, output_dir))
-        return output_dir / f"instance_{label}.ply"
-
-    fake = types.ModuleType("unic_lift_ns.export.instances")
-    fake.export_instance = export_instance  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "unic_lift_ns.export.instances", fake)
-    control = FakeControl()
-    control.viewer = SimpleNamespace(log_filename=tmp_path / "run" / "viewer_log_filename.txt")  # type: ignore
-    gui.viewer_control = control
+    attach_run(gui, tmp_path / "run")
     gui.select(5)
-    path = gui.export_selected()
-    assert calls == [(model, 5, tmp_path / "run" / "exports")]
-    assert gui.written.value == str(path) == str(tmp_path / "run" / "exports" / "instance_5.ply")
+    (tmp_path / "run" / "exports" / "instance_5.ply").symlink_to(tmp_path / "outside" / "target.ply")
+    before = tree(tmp_path)
+    for text in [*texts, "exports"]:  # the last one: its instance_5.ply is a symlink to outside
+        gui.write_folder.value = text
+        assert gui.export_selected() is None
+        assert gui.written.value.startswith("refused: "), (text, gui.written.value)
+        assert tree(tmp_path) == before, text  # no file, no folder, anywhere
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "home").exists()
+    assert not list((tmp_path / "outside").iterdir())
 
 
-def test_absolute_export_folder_is_kept(tmp_path: Path):
-    gui = make_model().instance_gui
-    gui.write_folder.value = str(tmp_path / "out")
-    assert gui.export_folder() == tmp_path / "out"
-
-
-def test_export_selected_with_the_real_exporter(tmp_path: Path):
+def test_export_without_a_viewer_is_refused(monkeypatch, tmp_path: Path):
+    monkeypatch.chdir(tmp_path)  # relative paths must not land in the working directory
     model = trained_like_model()  # the GUI holds its model weakly
     gui = model.instance_gui
-    gui.write_folder.value = str(tmp_path)
     gui.select(5)
+    assert gui.export_selected() is None
+    assert gui.written.value.startswith("refused: no run directory")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_into_the_run_directory_and_errors_in_the_gui(tmp_path: Path):
+    model = trained_like_model()  # the GUI holds its model weakly
+    gui = model.instance_gui
+    assert gui.export_selected() is None and "pick" in gui.written.value
+    run = tmp_path / "run"
+    run.mkdir()
+    attach_run(gui, run)
+    gui.select(5)
+    gui.write_folder.value = "exports/instance 5"
     path = gui.export_selected()
-    assert path is not None and path.exists() and gui.written.value == str(path)
+    assert path == run.resolve() / "exports" / "instance 5" / "instance_5.ply"
+    assert path.exists() and gui.written.value == str(path)
+    success = gui.written.value
+
+    (run / "a_file").write_text("not a folder")
+    for text in ("a_file", "a_file/sub"):  # mkdir fails: FileExistsError, NotADirectoryError
+        gui.write_folder.value = text
+        assert gui.export_selected() is None
+        assert gui.written.value.startswith("not exported: ") and gui.written.value != success, gui.written.value
+    assert (run / "a_file").read_text() == "not a folder"
+
+    gui.write_folder.value = "exports"
     gui.select(4)  # no Gaussian carries label 4
     assert gui.export_selected() is None and gui.written.value.startswith("not exported")
+    assert not (run / "exports" / "instance_4.ply").exists()
+
+
+def votes_scene():
+    """:func:`trained_like_model` whose label-9 half is stuff (semantic class 0): its rendered embedding decodes to
+    9, but stuff does not vote, so 'gaussian-votes' decodes it to no label 9."""
+    model = trained_like_model()
+    stuff = model.gaussian_labels() == 9
+    with torch.no_grad():
+        model.gauss_params["semantic_logits"].copy_(torch.stack([stuff.float(), (~stuff).float()], dim=-1) * 5.0)
+    return model
+
+
+def test_decoding_dropdown_switches_the_model_decoding():
+    model = votes_scene()
+    gui = model.instance_gui
+    assert gui.decoding.options == ["rendered-embedding", "gaussian-votes"]
+    assert gui.decoding.value == model.config.instance_decoding == "rendered-embedding"
+
+    def labels() -> set:
+        return set(model.get_outputs(make_camera(48))["instance_label"].long().unique().tolist())
+
+    assert {5, 9} <= labels()
+    gui.decoding.value = "gaussian-votes"
+    gui.decoding.cb_hook(gui.decoding)  # what the viewer calls when a client picks the option
+    assert model.config.instance_decoding == "gaussian-votes"
+    assert "label_votes" in model.segmentation_features(dict(model.gauss_params))
+    seen = labels()
+    assert 5 in seen and 9 not in seen, seen
+
+    gui.decoding.value = "clustering"  # not an option: a hostile client can send any string
+    gui.decoding.cb_hook(gui.decoding)
+    assert model.config.instance_decoding == gui.decoding.value == "gaussian-votes"
+    gui.decoding.value = "rendered-embedding"
+    gui.decoding.cb_hook(gui.decoding)
+    assert model.config.instance_decoding == "rendered-embedding" and 9 in labels()
+
+
+@dataclass
+class VotesOnlyConfig(UniCLiftModelConfig):
+    """A model config that narrows the decoding, as a baseline could."""
+
+    instance_decoding: Literal["gaussian-votes"] = "gaussian-votes"
+
+
+def test_decoding_dropdown_offers_only_what_the_config_allows():
+    gui = setup_model(VotesOnlyConfig()).instance_gui
+    assert gui.decoding.options == ["gaussian-votes"] and gui.decoding.value == "gaussian-votes"

@@ -1,7 +1,8 @@
 """The live viewer in a real browser: `ns-viewer` on a trained run, headless Chromium driven over the DevTools protocol.
 
 The test picks `instance` in the real "Output type" dropdown, checks the screenshot shows several instance colours,
-picks an instance with the "Pick instance" button and a click in the scene, then isolates, hides and shows it again.
+picks an instance with the "Pick instance" button and a click in the scene, exports it (a folder typed outside the run
+directory is refused, one inside is written), then isolates, hides and shows it again.
 WebGL runs in headless Chromium with SwiftShader, so the screenshot is what a user sees.
 """
 
@@ -168,6 +169,16 @@ def gui_input(browser: Browser, label: str) -> Optional[Dict[str, Any]]:
     return browser.js(INPUT_BY_LABEL.format(label=json.dumps(label)))
 
 
+def type_into(browser: Browser, label: str, text: str) -> None:
+    """Replace the text of the GUI input labelled ``label``: a real click on it, select all, then typed ``text``."""
+    field = gui_input(browser, label)
+    assert field is not None, label
+    browser.click(field["x"], field["y"])
+    browser.js("document.activeElement.select()")
+    browser.call("Input.insertText", text=text)
+    wait_for(lambda: gui_input(browser, label)["value"] == text, 30, f"{label!r} to show {text!r}")
+
+
 def palette_regions(image: np.ndarray, palette: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
     """Label -> boolean mask of the pixels whose nearest palette colour is that label's (within ``TOLERANCE``),
     for the labels covering at least ``MIN_AREA`` of the image. Nearest, because some labels' colours are close."""
@@ -276,6 +287,21 @@ def test_instances_in_the_live_viewer(trained_run: Path, viewer_url: str, browse
     label = int(selected.split()[1].rstrip(":"))
     print(f"picked {selected!r} where the screenshot shows label {largest}")
     assert label == largest
+    assert gui_input(browser, "Instance decoding")["value"] == "gaussian-votes"  # the run's config
+
+    # Export: the folder is typed by a client, so it is confined to the run directory.
+    def exported() -> str:
+        return gui_input(browser, "Exported to")["value"]
+
+    type_into(browser, "Export folder", "../escape")
+    browser.click(*find_text(browser, "Export selected", "button"))  # type: ignore[misc]
+    wait_for(lambda: exported().startswith("refused:"), 60, "the export to be refused")
+    assert "'..'" in exported() and not (trained_run.parent / "escape").exists()
+    type_into(browser, "Export folder", "viewer_exports")
+    browser.click(*find_text(browser, "Export selected", "button"))  # type: ignore[misc]
+    written = trained_run.resolve() / "viewer_exports" / f"instance_{label}.ply"
+    wait_for(lambda: exported() == str(written), 60, "the export inside the run directory")
+    assert written.stat().st_size > 0
 
     # Isolate draws only the picked instance's Gaussians (and empty background, label 0), Hide everything but
     # them, Show all everything again.

@@ -11,13 +11,13 @@ from __future__ import annotations
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints
 from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
 from unic_lift_ns.model import UniCLiftModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipelineConfig
+from unic_lift_ns.trainer import UniCLiftTrainerConfig
 
 MAX_STEPS = 30000
 
@@ -28,9 +28,10 @@ def _adam(lr: float, scheduler=None) -> dict:
     return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
 
 
-def unic_lift_trainer_config() -> TrainerConfig:
-    """The full `unic-lift` trainer configuration."""
-    return TrainerConfig(
+def unic_lift_trainer_config() -> UniCLiftTrainerConfig:
+    """The full `unic-lift` trainer configuration. The live viewer listens on 127.0.0.1 only (it has no
+    authentication); `--viewer.websocket-host 0.0.0.0` opens it to the network."""
+    return UniCLiftTrainerConfig(
         method_name="unic-lift",
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
@@ -56,7 +57,7 @@ def unic_lift_trainer_config() -> TrainerConfig:
                 1e-4, ExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=MAX_STEPS, warmup_steps=1000, lr_pre_warmup=0)
             ),
         },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15, websocket_host="127.0.0.1"),
         vis="viewer",
     )
 

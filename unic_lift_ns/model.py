@@ -10,8 +10,9 @@ device: gsplat's kernels on CUDA, the pure-PyTorch rasteriser elsewhere (no ``.c
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -25,11 +26,13 @@ from nerfstudio.models.splatfacto import (
     random_quat_tensor,
 )
 from nerfstudio.utils.colors import get_color
+from nerfstudio.utils.rich_utils import CONSOLE
 from pytorch_msssim import SSIM
 from torch import Tensor
 from torch.nn import Parameter
 
 from unic_lift_ns.data.label_maps import resize_label_map
+from unic_lift_ns.errors import InputError
 from unic_lift_ns.labels import embedding_to_label, label_palette, max_labels
 from unic_lift_ns.losses import (
     boundary_triplets,
@@ -45,6 +48,9 @@ from unic_lift_ns.rasterization import rasterize
 from unic_lift_ns.viewer import InstanceViewer
 
 SEMANTIC_IGNORE = 255
+MAX_EMBEDDING_DIM = 24
+"""Largest d: a d-bit label is exact in float32 (the viewer's ``instance_label``), int32 PLY properties and
+32-bit label maps."""
 # Splatfacto's get_viewmat is torch.compile'd; the viewer interrupts a render by raising from a trace hook, and when
 # that lands inside the first compilation, dynamo re-raises it as an error that kills the viewer's render thread.
 world_to_camera = inspect.unwrap(get_viewmat)
@@ -56,7 +62,7 @@ class UniCLiftModelConfig(SplatfactoModelConfig):
 
     _target: Type = field(default_factory=lambda: UniCLiftModel)
     embedding_dim: int = 12
-    """Dimension d of the per-Gaussian embedding v (Eq. 3); at most 2^d instances can be told apart."""
+    """Dimension d of the per-Gaussian embedding v (Eq. 3), 1 to 24; at most 2^d instances can be told apart."""
     cluster_loss_weight: float = 0.1
     """lambda_cluster of Eq. 7 (cluster-contrastive loss, Eq. 4)."""
     triplet_loss_weight: float = 0.1
@@ -89,7 +95,7 @@ class UniCLiftModelConfig(SplatfactoModelConfig):
     """How pixels get labels outside training. 'rendered-embedding' (paper, Sec. 3.3): Embedding-to-Label of the
     rendered V. 'gaussian-votes': Embedding-to-Label of every Gaussian first, then each pixel decodes the
     alpha-composited +-1 bits of the Gaussians whose semantic class is not 0 (stuff does not vote; the semantic
-    guidance of Contrastive Lift, appendix B.3). Still O(n) and clustering-free; it removes the third codes that
+    guidance of Contrastive Lift, appendix B.3); when the semantic head saw no semantic masks, every Gaussian votes. Still O(n) and clustering-free; it removes the third codes that
     blends of unequal embeddings (and of untrained background embeddings) decode to at object boundaries."""
     compute_lpips: bool = True
     """Report LPIPS in evaluation when its weights can be loaded (they are never downloaded during training)."""
@@ -107,8 +113,11 @@ class UniCLiftModel(SplatfactoModel):
         builds LPIPS eagerly (which downloads AlexNet); everything else matches it.
         """
         cfg = self.config
-        if cfg.embedding_dim < 1 or cfg.embedding_dim > 62:
-            raise ValueError(f"--pipeline.model.embedding-dim must be in [1, 62], got {cfg.embedding_dim}")
+        if not 1 <= cfg.embedding_dim <= MAX_EMBEDDING_DIM:
+            raise InputError(
+                f"--pipeline.model.embedding-dim must be in [1, {MAX_EMBEDDING_DIM}], got {cfg.embedding_dim}: labels "
+                f"have d bits and must stay exact in the viewer's float32 instance_label output"
+            )
         if self.seed_points is not None and not cfg.random_init:
             means = self.seed_points[0].float()
         else:
@@ -176,9 +185,12 @@ class UniCLiftModel(SplatfactoModel):
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self._neighbour_pairs: Optional[Tensor] = None
         self._neighbour_pairs_step = -1
+        self._neighbour_pairs_means: Callable[[], Optional[Tensor]] = lambda: None  # weak ref to their means
         self._triplet_generator = torch.Generator()
         self._triplet_generator.manual_seed(0)
+        self._votes_gated: Optional[bool] = None  # whether the last gaussian-votes decoding gated by semantics
         self._check_segment_counts()
+        self._check_semantic_classes()
 
     def _check_segment_counts(self) -> None:
         """Refuse masks with more segments than the 2^d labels the embedding can encode."""
@@ -187,10 +199,23 @@ class UniCLiftModel(SplatfactoModel):
         too_many = {path: n for path, n in counts.items() if n > limit}
         if too_many:
             path, n = next(iter(too_many.items()))
-            raise ValueError(
+            raise InputError(
                 f"{path} has {n} segments, more than the 2^{self.config.embedding_dim} = {limit} labels of a "
                 f"{self.config.embedding_dim}-d embedding ({len(too_many)} mask file(s) affected); "
                 "raise --pipeline.model.embedding-dim"
+            )
+
+    def _check_semantic_classes(self) -> None:
+        """Refuse semantic masks with class ids the semantic head does not have (found when data loads)."""
+        largest: Dict = self.kwargs.get("metadata", {}).get("semantic_max_ids", {}) or {}
+        classes = self.config.num_semantic_classes
+        outside = {path: n for path, n in largest.items() if n >= classes}
+        if outside and classes > 0:
+            path, n = max(outside.items(), key=lambda item: item[1])
+            raise InputError(
+                f"{path} has semantic class {n}, but the semantic head has {classes} classes (0..{classes - 1}; "
+                f"{SEMANTIC_IGNORE} = ignore; {len(outside)} mask file(s) affected): raise "
+                "--pipeline.model.num-semantic-classes or fix the mask"
             )
 
     @property
@@ -209,6 +234,23 @@ class UniCLiftModel(SplatfactoModel):
         if missing:
             raise ValueError(f"Not a unic-lift checkpoint: missing per-Gaussian parameters {missing}")
         return super().load_state_dict(dict, **kwargs)
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        """Training state outside the parameters, saved in checkpoints so that a resumed run continues as the
+        uninterrupted one: gsplat's densification statistics and the triplet sampler's generator."""
+        return {"strategy_state": self.strategy_state, "triplet_generator": self._triplet_generator.get_state()}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        self.strategy_state = {
+            key: value.to(self.device) if isinstance(value, Tensor) else value
+            for key, value in state["strategy_state"].items()
+        }
+        self._triplet_generator.set_state(state["triplet_generator"])
+
+    def semantic_head_trained(self) -> bool:
+        """Whether the semantic head saw semantic masks: its logits start at 0 and only the semantic loss moves
+        them, so a run without ``semantic_masks/`` keeps them all 0."""
+        return self.semantic_logits is not None and bool((self.semantic_logits != 0).any())
 
     def get_gaussian_param_groups(self) -> Dict[str, List[Parameter]]:
         return {name: [param] for name, param in self.gauss_params.items()}
@@ -319,10 +361,25 @@ class UniCLiftModel(SplatfactoModel):
             features["semantic_logits"] = params["semantic_logits"]
         if self.config.instance_decoding == "gaussian-votes" and not self.training:
             votes = torch.where(params["embeddings"] > 0, 1.0, -1.0)  # each Gaussian's own bits as +-1
-            if "semantic_logits" in params:
+            gated = "semantic_logits" in params and self.semantic_head_trained()
+            if gated:
                 votes = votes * (params["semantic_logits"].argmax(dim=-1, keepdim=True) != 0)
+            self._log_votes_gating(gated)
             features["label_votes"] = votes
         return features
+
+    def _log_votes_gating(self, gated: bool) -> None:
+        """Say once (and again when it changes) whether gaussian-votes leaves background Gaussians out."""
+        if gated == self._votes_gated:
+            return
+        self._votes_gated = gated
+        if gated:
+            CONSOLE.log("gaussian-votes: Gaussians of semantic class 0 (background) do not vote")
+        else:
+            CONSOLE.log(
+                "[yellow]gaussian-votes: the semantic head saw no semantic masks, so every Gaussian votes "
+                "(add semantic_masks/ to keep background Gaussians out of the vote)"
+            )
 
     def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
         """Instance labels [...] int64 from feature maps [..., c] named as in :meth:`segmentation_features`
@@ -345,15 +402,18 @@ class UniCLiftModel(SplatfactoModel):
         return resize_label_map(mask.to(self.device), height, width).reshape(-1)
 
     def _neighbours(self) -> Tensor:
-        """Neighbour pairs of Eq. 6, refreshed periodically with a KD-tree (and when Gaussians change)."""
+        """Neighbour pairs of Eq. 6, found with a KD-tree every ``neighbour_refresh_every`` steps and whenever the
+        Gaussians change: gsplat's refinement (and loading a checkpoint) replaces the ``means`` tensor, whose
+        indices the pairs refer to."""
         stale = (
             self._neighbour_pairs is None
+            or self._neighbour_pairs_means() is not self.gauss_params["means"]
             or self.step - self._neighbour_pairs_step >= self.config.neighbour_refresh_every
-            or (self._neighbour_pairs.numel() > 0 and int(self._neighbour_pairs.max()) >= self.num_points)
         )
         if stale:
             self._neighbour_pairs = neighbour_pairs(self.means.detach(), self.config.neighbour_tau, self.config.max_neighbours)
             self._neighbour_pairs_step = self.step
+            self._neighbour_pairs_means = weakref.ref(self.gauss_params["means"])
         assert self._neighbour_pairs is not None
         return self._neighbour_pairs
 

@@ -6,10 +6,9 @@ mIoU next to PSNR/SSIM, whenever the data folder holds the ground truth of `unic
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Optional, Type, Union
 
 import numpy as np
 import torch
@@ -18,8 +17,8 @@ from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from unic_lift_ns.data.label_maps import resize_label_map
-from unic_lift_ns.eval.evaluate import EvalResult, load_scene_gt, score
-from unic_lift_ns.eval.render import RenderedViews, render_eval_views
+from unic_lift_ns.eval.evaluate import EvalResult, SceneGT, has_gt, load_scene_gt, score
+from unic_lift_ns.eval.render import RenderedViews, check_label_output, dataset_stems, render_eval_views
 
 
 @dataclass
@@ -31,17 +30,20 @@ class UniCLiftPipelineConfig(VanillaPipelineConfig):
     """Score the rendered instance labels (PQ^scene, mIoU) when the data folder has gt/ and split.json."""
 
 
-def score_rendered(rendered: RenderedViews, scene_dir: Path) -> EvalResult:
-    """Score rendered eval views against a scene's ground truth, matching views by file stem.
+def score_rendered(rendered: RenderedViews, gt: Union[SceneGT, Path]) -> EvalResult:
+    """Score rendered eval views against the ground truth of the same views, matched by file stem.
 
-    Views rendered smaller than the ground truth (training on images_2 or with --downscale-factor) are scored
-    after nearest-neighbour upsampling of their label maps, so labels are never averaged.
+    ``gt`` is that ground truth, or a scene folder whose gt/ is read for exactly the rendered views (split.json is
+    not used: the checkpoint's own eval split is scored). Views rendered smaller than the ground truth (training
+    on images_2 or with --downscale-factor) are scored after nearest-neighbour upsampling of their label maps, so
+    labels are never averaged.
     """
-    gt = load_scene_gt(scene_dir)
+    if not isinstance(gt, SceneGT):
+        gt = load_scene_gt(gt, eval_stems=rendered.stems)
     index = {stem: i for i, stem in enumerate(rendered.stems)}
     missing = [s for s in gt.eval_stems if s not in index]
     if missing:
-        raise ValueError(f"{scene_dir}/split.json lists eval views the checkpoint's eval split lacks: {missing[:5]}")
+        raise ValueError(f"The ground truth to score holds views that were not rendered: {missing[:5]}")
 
     def at_gt_size(maps: List[np.ndarray]) -> List[np.ndarray]:
         return [
@@ -51,7 +53,7 @@ def score_rendered(rendered: RenderedViews, scene_dir: Path) -> EvalResult:
 
     semantics = at_gt_size(rendered.semantics) if rendered.semantics is not None else None
     result = score(at_gt_size(rendered.instances), gt, semantics)
-    return dataclasses.replace(result, psnr=rendered.mean_image_metrics().get("psnr"))
+    return result.with_image_metrics(rendered.mean_image_metrics())
 
 
 class UniCLiftPipeline(VanillaPipeline):
@@ -68,6 +70,16 @@ class UniCLiftPipeline(VanillaPipeline):
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
     ) -> Dict[str, float]:
+        """Image metrics of every eval view and, when the data folder has gt/, instance metrics of those views."""
+        stems = dataset_stems(self.datamanager.eval_dataset)
+        scene, gt = self.scene_dir, None
+        if self.config.scene_metrics and has_gt(scene):
+            gt = load_scene_gt(scene, eval_stems=stems)
+        elif self.config.scene_metrics:
+            note = f"No gt/ in {scene}: PQ^scene/mIoU need gt/instances and gt/semantics, skipped."
+            CONSOLE.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        if output_path is not None:
+            check_label_output(output_path, stems, "--render-output-path")
         self.eval()
         rendered = render_eval_views(self)
         metrics = rendered.mean_image_metrics()
@@ -76,11 +88,8 @@ class UniCLiftPipeline(VanillaPipeline):
                 metrics[f"{key}_std"] = float(np.std([m[key] for m in rendered.image_metrics]))
         if output_path is not None:
             rendered.save(output_path)
-        scene = self.scene_dir
-        if self.config.scene_metrics and scene is not None and (scene / "gt").is_dir() and (scene / "split.json").is_file():
-            result = score_rendered(rendered, scene)
+        if gt is not None:
+            result = score_rendered(rendered, gt)
             metrics.update({k: float(v) for k, v in result.to_dict().items() if v is not None})
-        elif self.config.scene_metrics:
-            CONSOLE.print(f"[yellow]No gt/ and split.json in {scene}: instance metrics skipped.")
         self.train()
         return metrics

@@ -1,8 +1,10 @@
-"""Instance tools for nerfstudio's live viewer: colour overlay, click-to-pick, isolate/hide and export.
+"""Instance tools for nerfstudio's live viewer: decoding choice, colour overlay, click-to-pick, isolate/hide and
+export.
 
 :class:`InstanceViewer` is a parameter-free ``nn.Module`` attribute of the model, so nerfstudio's viewer finds its
 ``Viewer*`` elements (``parse_object`` only descends into modules) and installs them under "Custom Elements". The
-pure logic (label under a click, Gaussian masks, overlay image) lives in functions that need no viewer.
+pure logic (label under a click, Gaussian masks, overlay image, export folder confinement) lives in functions that
+need no viewer.
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ from __future__ import annotations
 import contextlib
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, List, Literal, Optional, Tuple, get_args, get_type_hints
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerClick, ViewerControl, ViewerSlider, ViewerText
+from nerfstudio.viewer.viewer_elements import (
+    ViewerButton,
+    ViewerClick,
+    ViewerControl,
+    ViewerDropdown,
+    ViewerSlider,
+    ViewerText,
+)
 from torch import Tensor, nn
 
 from unic_lift_ns.labels import label_palette
@@ -70,6 +79,36 @@ def instance_overlay(rgb: Tensor, labels: Tensor, opacity: float, selected: Opti
     return torch.where((labels == selected).unsqueeze(-1), blended, DIM * rgb)
 
 
+def confined_folder(run_dir: Path, text: str) -> Path:
+    """The folder ``text`` names inside ``run_dir``, symlinks resolved. ``text`` comes from a viewer client, so it is
+    hostile input: only relative paths without ``~`` or ``..`` that stay inside ``run_dir`` are accepted.
+
+    Raises:
+        ValueError: ``text`` is absolute, starts with ``~``, has a ``..`` component or resolves (through symlinks of
+            existing components) outside ``run_dir``.
+    """
+    relative = Path(text)
+    if relative.is_absolute():
+        raise ValueError(f"{text!r} is absolute; give a folder relative to the run directory")
+    if relative.parts and relative.parts[0].startswith("~"):
+        raise ValueError(f"{text!r} starts with '~'; give a folder relative to the run directory")
+    if ".." in relative.parts:
+        raise ValueError(f"{text!r} has a '..' component")
+    root = run_dir.resolve()
+    try:
+        folder = (root / relative).resolve()
+    except RuntimeError as error:  # a symlink loop
+        raise ValueError(f"{text!r}: {error}") from error
+    if not folder.is_relative_to(root):
+        raise ValueError(f"{text!r} resolves to {folder}, outside the run directory {root}")
+    return folder
+
+
+def decoding_options(model: UniCLiftModel) -> List[str]:
+    """The ``instance_decoding`` values the model's config type allows (a subclass may narrow the Literal)."""
+    return list(get_args(get_type_hints(type(model.config))["instance_decoding"]))
+
+
 class InstanceViewer(nn.Module):
     """Viewer GUI of UniC-Lift, shown in the viewer's Control tab under Custom Elements.
 
@@ -81,6 +120,13 @@ class InstanceViewer(nn.Module):
         self._model = weakref.ref(model)  # a weak reference: registering the model as a submodule would loop
         self.selected: Optional[int] = None
         self.viewer_control = ViewerControl()
+        self.decoding = ViewerDropdown(
+            "Instance decoding",
+            model.config.instance_decoding,
+            decoding_options(model),
+            cb_hook=lambda _: self.set_decoding(),
+            hint="How pixels get instance labels (the model config's instance_decoding)",
+        )
         self.overlay_opacity = ViewerSlider(
             "Overlay opacity", 0.5, 0.0, 1.0, 0.05, hint="Instance colours over RGB in the instance_overlay output"
         )
@@ -89,7 +135,9 @@ class InstanceViewer(nn.Module):
         self.subset_hide = ViewerButton("Hide", cb_hook=lambda _: self.set_subset("hide"))
         self.subset_isolate = ViewerButton("Isolate", cb_hook=lambda _: self.set_subset("isolate"))
         self.subset_show_all = ViewerButton("Show all", cb_hook=lambda _: self.show_all())
-        self.write_folder = ViewerText("Export folder", "exports", hint="Relative paths are inside the run directory")
+        self.write_folder = ViewerText(
+            "Export folder", "exports", hint="A folder inside the run directory: relative, without '~' or '..'"
+        )
         self.write_selected = ViewerButton("Export selected", cb_hook=lambda _: self.export_selected())
         self.written = ViewerText("Exported to", "", disabled=True)
 
@@ -97,6 +145,14 @@ class InstanceViewer(nn.Module):
         model = self._model()
         assert model is not None, "the model of this viewer GUI was deleted"
         return model
+
+    def set_decoding(self) -> None:
+        """Decode pixels as the dropdown says; nerfstudio re-renders after every custom element's callback."""
+        model = self._owner()
+        if self.decoding.value not in self.decoding.options:  # a client can send any string
+            self.decoding.value = model.config.instance_decoding
+            return
+        model.config.instance_decoding = self.decoding.value
 
     def overlay(self, rgb: Tensor, labels: Tensor) -> Tensor:
         """The ``instance_overlay`` output for the current slider value and selection."""
@@ -164,24 +220,32 @@ class InstanceViewer(nn.Module):
             finally:
                 model.train(was_training)
 
-    def export_folder(self) -> Path:
-        """The export folder, relative paths resolved against the run directory (where config.yml is)."""
-        folder = Path(self.write_folder.value).expanduser()
+    def run_dir(self) -> Optional[Path]:
+        """The run directory (where config.yml and the viewer log are), None without a viewer."""
         viewer = getattr(self.viewer_control, "viewer", None)
-        if folder.is_absolute() or viewer is None:
-            return folder
-        return Path(viewer.log_filename).parent / folder
+        return None if viewer is None else Path(viewer.log_filename).parent
 
     def export_selected(self) -> Optional[Path]:
-        """Write the selected instance's Gaussians with ``unic_lift_ns.export.instances.export_instance``."""
+        """Write the selected instance's Gaussians with ``unic_lift_ns.export.instances.export_instance`` into the
+        "Export folder", confined to the run directory; refusals and errors are shown in "Exported to"."""
+        self.written.value = ""
         if self.selected is None:
             self.written.value = "nothing selected: pick an instance first"
             return None
-        from unic_lift_ns.export.instances import export_instance
+        from unic_lift_ns.export.instances import export_instance, instance_filename
 
+        run_dir, text = self.run_dir(), self.write_folder.value
         try:
-            path = export_instance(self._owner(), self.selected, self.export_folder())
-        except ValueError as error:  # e.g. a label that only blended pixels decode to, carried by no Gaussian
+            if run_dir is None:
+                raise ValueError("no run directory: export from a viewer started on a run")
+            folder = confined_folder(run_dir, text)
+            confined_folder(run_dir, str(Path(text, instance_filename(self.selected))))  # the file may be a symlink
+        except ValueError as error:
+            self.written.value = f"refused: {error}"
+            return None
+        try:
+            path = export_instance(self._owner(), self.selected, folder)
+        except (ValueError, OSError) as error:  # no Gaussian carries the label; folder is a file, permissions, ...
             self.written.value = f"not exported: {error}"
             return None
         self.written.value = str(path)

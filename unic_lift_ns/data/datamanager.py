@@ -7,11 +7,12 @@ intrinsics and crop (nearest-neighbour), caching and moving to the model's devic
 
 from __future__ import annotations
 
+import random
 from copy import deepcopy
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import cv2
 import numpy as np
@@ -23,7 +24,8 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from unic_lift_ns.data.dataset import MASK_IGNORE_VALUES, UniCLiftDataset
-from unic_lift_ns.data.label_maps import read_label_map
+from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES
+from unic_lift_ns.errors import InputError
 
 
 @dataclass
@@ -67,18 +69,33 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
         **kwargs,
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
-        if test_mode != "inference" and not any(self.train_dataset.instance_mask_paths):
-            folders = self.train_dataset.instance_mask_folders
-            state = "has no masks for them" if any(folder.is_dir() for folder in folders) else "does not exist"
+        if test_mode == "inference":
+            self.train_dataset.metadata.update(segment_counts={}, semantic_max_ids={})
+            return
+        folders = ", ".join(str(folder) for folder in self.train_dataset.instance_mask_folders)
+        if not any(self.train_dataset.instance_mask_paths):
+            state = "has no masks for them" if any(f.is_dir() for f in self.train_dataset.instance_mask_folders) else "does not exist"
             raise FileNotFoundError(
-                f"No instance mask for any of the {len(self.train_dataset)} train images: mask folder "
-                f"{', '.join(str(folder) for folder in folders)} {state}. Put <image stem>.png or .npy masks there "
-                "or point --pipeline.datamanager.instance-mask-dir to them."
+                f"No instance mask for any of the {len(self.train_dataset)} train images: mask folder {folders} "
+                f"{state}. Put <image stem>.png or .npy masks there or point --pipeline.datamanager.instance-mask-dir "
+                "to them."
             )
-        # The model reads this from its metadata to refuse masks with more segments than 2^d labels.
-        self.train_dataset.metadata["segment_counts"] = self.segment_counts if test_mode != "inference" else {}
-        summaries = [_mask_summary("train", self.train_dataset), _mask_summary("eval", self.eval_dataset)]
-        CONSOLE.log(f"UniC-Lift masks: {'; '.join(summaries)} (views without an instance mask use RGB only)")
+        # Read every image and mask now, so that a bad file stops the run before the first step, not during it.
+        self.cached_train, self.cached_eval  # noqa: B018 (cached properties)
+        if not any(self.segment_counts.values()):
+            raise InputError(
+                f"Every train instance mask in {folders} ({len(self.segment_counts)} files) is all 0, which means "
+                "'ignore': there is no instance to learn. Masks need a non-zero ID per segment (0 = unlabelled)."
+            )
+        # The model reads these from its metadata to refuse masks its embedding or semantic head cannot hold.
+        self.train_dataset.metadata.update(segment_counts=self.segment_counts, semantic_max_ids=self.semantic_max_ids)
+        stray = self.stray_masks()
+        if stray:
+            names = ", ".join(str(path) for path in stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+            CONSOLE.log(f"[yellow]{len(stray)} mask file(s) match no train or eval image and are not used: {names}")
+        summaries = [_mask_summary("train", self.train_dataset, self.cached_train),
+                     _mask_summary("eval", self.eval_dataset, self.cached_eval)]  # fmt: skip
+        CONSOLE.log(f"UniC-Lift masks: {'; '.join(summaries)} (views without instance IDs use RGB only)")
 
     def create_train_dataset(self) -> UniCLiftDataset:
         return self.dataset_type(
@@ -100,12 +117,62 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
 
     @cached_property
     def segment_counts(self) -> Dict[Path, int]:
-        """Number of distinct non-zero instance IDs in each train mask file in use."""
+        """Number of distinct non-zero instance IDs in each train mask file in use, at the size it trains at."""
         return {
-            path: int(np.count_nonzero(np.unique(read_label_map(path))))
-            for path in self.train_dataset.instance_mask_paths
+            path: int(np.count_nonzero(torch.unique(data["instance_mask"]).cpu().numpy()))
+            for path, data in zip(self.train_dataset.instance_mask_paths, self.cached_train)
             if path is not None
         }
+
+    @cached_property
+    def semantic_max_ids(self) -> Dict[Path, int]:
+        """Largest semantic class id (ignore value excluded) of each train semantic mask in use."""
+        ignore = MASK_IGNORE_VALUES["semantic_mask"]
+        largest = {}
+        for path, data in zip(self.train_dataset.semantic_mask_paths, self.cached_train):
+            classes = data["semantic_mask"][data["semantic_mask"] != ignore] if path is not None else None
+            if classes is not None and classes.numel():
+                largest[path] = int(classes.max())
+        return largest
+
+    def stray_masks(self) -> List[Path]:
+        """Mask files in the mask folders whose stem is no train or eval image's: they are never used."""
+        stems = {Path(path).stem for dataset in (self.train_dataset, self.eval_dataset) for path in dataset.image_filenames}
+        folders = sorted(set(self.train_dataset.instance_mask_folders) | set(self.train_dataset.semantic_mask_folders))
+        return [
+            path
+            for folder in folders
+            if folder.is_dir()
+            for path in sorted(folder.iterdir())
+            if path.suffix in LABEL_MAP_SUFFIXES and path.stem not in stems
+        ]
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        """The random state of training, saved in checkpoints so that a resumed run continues exactly: the order of
+        the train views still to visit, the view sampler, and the global generators (random backgrounds,
+        densification's samples)."""
+        numpy_state = np.random.get_state()
+        return {
+            "train_unseen_cameras": list(self.train_unseen_cameras),
+            "sampler": getattr(self, "random_generator", random.Random()).getstate(),
+            "python": random.getstate(),
+            "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        if any(not 0 <= i < len(self.train_dataset) for i in state["train_unseen_cameras"]):
+            return  # a checkpoint of other data (e.g. viewed with a different dataset): keep this run's state
+        self.train_unseen_cameras = list(state["train_unseen_cameras"])
+        self.random_generator = random.Random()
+        self.random_generator.setstate(state["sampler"])
+        random.setstate(state["python"])
+        name, keys, *rest = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
     def _load_images(
         self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]
@@ -170,12 +237,13 @@ def _undistort_masks(data: Dict, camera: Cameras) -> None:
             data[key] = undistorted
 
 
-def _mask_summary(split: str, dataset: UniCLiftDataset) -> str:
-    """How many views of a split have no instance mask (they use RGB only) and how many a semantic mask."""
+def _mask_summary(split: str, dataset: UniCLiftDataset, cache: List[Dict[str, torch.Tensor]]) -> str:
+    """How many views of a split have instance IDs, no mask (RGB only), an all-0 mask, and a semantic mask."""
     num_without = sum(path is None for path in dataset.instance_mask_paths)
+    num_empty = sum(bool("instance_mask" in data and not data["instance_mask"].any()) for data in cache)
     num_semantic = sum(path is not None for path in dataset.semantic_mask_paths)
     dropped = f" ({dataset.num_dropped_masks} dropped by mask_fraction)" if dataset.num_dropped_masks else ""
     return (
-        f"{num_without} of {len(dataset)} {split} views without an instance mask{dropped}, "
-        f"{num_semantic} with a semantic mask"
+        f"{len(dataset) - num_without - num_empty} of {len(dataset)} {split} views with instance IDs, "
+        f"{num_without} without a mask{dropped}, {num_empty} with an all-0 mask, {num_semantic} with a semantic mask"
     )

@@ -18,6 +18,7 @@ from nerfstudio.cameras.cameras import CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES, read_label_map, resize_label_map
+from unic_lift_ns.errors import InputError
 
 MASK_IGNORE_VALUES = {"instance_mask": 0, "semantic_mask": 255}
 """Batch keys of the masks and the value that marks their unlabelled pixels."""
@@ -37,6 +38,7 @@ class UniCLiftDataset(InputDataset):
 
     Attributes:
         instance_mask_folders: folders searched for instance masks (usually one).
+        semantic_mask_folders: folders searched for semantic masks (none without semantic_mask_dir).
         instance_mask_paths: instance mask file of each view, None where it has none.
         semantic_mask_paths: semantic mask file of each view, None where it has none.
         num_dropped_masks: number of views whose masks were dropped because of mask_fraction.
@@ -53,8 +55,11 @@ class UniCLiftDataset(InputDataset):
     ):
         super().__init__(dataparser_outputs, scale_factor)
         if not 0.0 < mask_fraction <= 1.0:
-            raise ValueError(f"mask_fraction must be in (0, 1], got {mask_fraction}")
+            raise InputError(f"--pipeline.datamanager.mask-fraction must be in (0, 1], got {mask_fraction}")
         self.instance_mask_folders = sorted({_mask_folder(path, instance_mask_dir) for path in self.image_filenames})
+        self.semantic_mask_folders = (
+            [] if semantic_mask_dir is None else sorted({_mask_folder(p, semantic_mask_dir) for p in self.image_filenames})
+        )
         self.instance_mask_paths = self._find_masks(instance_mask_dir)
         self.semantic_mask_paths = self._find_masks(semantic_mask_dir)
         self.num_dropped_masks = self._keep_fraction(mask_fraction, mask_seed)
@@ -86,16 +91,30 @@ class UniCLiftDataset(InputDataset):
         for i, (instance, semantic) in enumerate(zip(self.instance_mask_paths, self.semantic_mask_paths)):
             camera_type = CameraType(int(self.cameras.camera_type[i].item()))
             if (instance is not None or semantic is not None) and camera_type != CameraType.PERSPECTIVE:
-                raise ValueError(
+                raise InputError(
                     f"View {self.image_filenames[i]} has masks but a {camera_type.name} camera: UniC-Lift masks "
                     "need perspective (pinhole or OPENCV) cameras, since other camera models are not undistorted "
                     "into a pinhole image the masks could be aligned with."
                 )
 
+    def get_numpy_image(self, image_idx: int) -> np.ndarray:
+        """nerfstudio's image loading, with unreadable (truncated, not an image) files named."""
+        try:
+            return super().get_numpy_image(image_idx)
+        except OSError as err:
+            raise InputError(f"Cannot read image {self.image_filenames[image_idx]}: {err}") from err
+
     def get_metadata(self, data: Dict) -> Dict[str, Tensor]:
-        """Load the view's masks at the size of its image."""
+        """Load the view's masks at the size of its image, once the image is known to have its camera's size."""
         image_idx = data["image_idx"]
         height, width = data["image"].shape[:2]
+        expected = int(self.cameras.height[image_idx]), int(self.cameras.width[image_idx])
+        if (height, width) != expected:
+            raise InputError(
+                f"Image {self.image_filenames[image_idx]} is {width}x{height} pixels but its camera says "
+                f"{expected[1]}x{expected[0]} (the dataparser's intrinsics, after any downscaling): fix the image "
+                "or the camera file"
+            )
         masks = {}
         for key, path in (
             ("instance_mask", self.instance_mask_paths[image_idx]),
@@ -109,7 +128,7 @@ class UniCLiftDataset(InputDataset):
         labels = torch.from_numpy(read_label_map(path))
         mask_height, mask_width = labels.shape
         if not _same_aspect((mask_height, mask_width), (height, width)):
-            raise ValueError(
+            raise InputError(
                 f"Mask {path} is {mask_width}x{mask_height} pixels but its image {self.image_filenames[image_idx]} "
                 f"is loaded at {width}x{height}: the aspect ratios differ, so the mask cannot be resized to fit"
             )

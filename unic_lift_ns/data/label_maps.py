@@ -8,12 +8,14 @@ returned as ``int64`` so that callers never have to care about the storage type.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import List, Literal, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from unic_lift_ns.errors import InputError
 
 LABEL_MAP_SUFFIXES = (".png", ".npy")
 """Suffixes tried, in order, by :func:`find_label_map`."""
@@ -27,29 +29,37 @@ def read_label_map(path: Path) -> np.ndarray:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file does not hold a single-channel integer image.
+        InputError: if the file cannot be read or does not hold a single-channel integer image.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Label map not found: {path}")
+    try:
+        labels = _read_integer_image(path)
+    except (OSError, EOFError) as err:  # truncated or not an image / array file
+        raise InputError(f"Cannot read label map {path}: {err}") from err
+    if labels.ndim != 2:
+        raise InputError(f"Label map {path} must have shape (H, W), got {labels.shape}")
+    return labels.astype(np.int64)
+
+
+def _read_integer_image(path: Path) -> np.ndarray:
+    """The integer array of a ``.npy`` file or of a single-channel integer image."""
     if path.suffix == ".npy":
         try:
             labels = np.load(path, allow_pickle=False)
         except ValueError as err:
-            raise ValueError(f"Cannot read label map {path}: {err}") from err
+            raise InputError(f"Cannot read label map {path}: {err}") from err
         if labels.dtype.kind not in "biu":
-            raise ValueError(f"Label map {path} must hold integers, got dtype {labels.dtype}")
-    else:
-        with Image.open(path) as image:
-            if image.mode not in _INTEGER_MODES:
-                raise ValueError(
-                    f"Label map {path} must be a single-channel integer image (8/16-bit grayscale), "
-                    f"got Pillow mode {image.mode!r}"
-                )
-            labels = np.asarray(image)
-    if labels.ndim != 2:
-        raise ValueError(f"Label map {path} must have shape (H, W), got {labels.shape}")
-    return labels.astype(np.int64)
+            raise InputError(f"Label map {path} must hold integers, got dtype {labels.dtype}")
+        return labels
+    with Image.open(path) as image:
+        if image.mode not in _INTEGER_MODES:
+            raise InputError(
+                f"Label map {path} must be a single-channel integer image (8/16-bit grayscale), "
+                f"got Pillow mode {image.mode!r}"
+            )
+        return np.asarray(image)
 
 
 def resize_label_map(labels: Tensor, height: int, width: int) -> Tensor:
@@ -86,24 +96,54 @@ def find_label_map(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"No label map for view {stem!r} in {folder} (tried {', '.join(LABEL_MAP_SUFFIXES)})")
 
 
+def fits_bit_depth(labels: np.ndarray, bit_depth: int) -> bool:
+    """Whether every label of ``labels`` lies in [0, 2^bit_depth), i.e. fits a PNG of that bit depth."""
+    return bool(not labels.size or (labels.min() >= 0 and labels.max() < 2**bit_depth))
+
+
 def write_label_map(path: Path, labels: np.ndarray, bit_depth: Literal[8, 16] = 16) -> None:
-    """Write a non-negative integer (H, W) label map as an 8- or 16-bit grayscale PNG.
+    """Write a 2D integer label map as an 8- or 16-bit grayscale PNG (``.png``) or a ``.npy`` array.
+
+    A ``.npy`` holds any integer labels, as ``int32`` when they fit and ``int64`` otherwise.
 
     Raises:
-        ValueError: if ``path`` is not a ``.png``, or ``labels`` is not a 2D integer array whose values
-            fit in ``bit_depth`` bits.
+        ValueError: if ``path`` is neither ``.png`` nor ``.npy``, ``labels`` is not a 2D integer array, or a PNG
+            is asked for labels that do not fit in ``bit_depth`` bits.
     """
     path = Path(path)
     labels = np.asarray(labels)
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
-    if path.suffix != ".png":
-        raise ValueError(f"Label maps are written as PNG, got {path}")
+    if path.suffix not in LABEL_MAP_SUFFIXES:
+        raise ValueError(f"Label maps are written as {' or '.join(LABEL_MAP_SUFFIXES)}, got {path}")
     if labels.dtype.kind not in "biu" or labels.ndim != 2:
         raise ValueError(f"Label map for {path} must be a 2D integer array, got {labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= 2**bit_depth):
+    if path.suffix == ".npy":
+        np.save(path, labels.astype(np.int32 if _fits_int32(labels) else np.int64))
+        return
+    if not fits_bit_depth(labels, bit_depth):
         raise ValueError(
             f"Labels of {path} span [{labels.min()}, {labels.max()}], which does not fit a {bit_depth}-bit PNG"
         )
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     Image.fromarray(labels.astype(dtype)).save(path)
+
+
+def write_label_maps(
+    folder: Path, stems: Sequence[str], maps: Sequence[np.ndarray], bit_depth: Literal[8, 16] = 16
+) -> List[Path]:
+    """Write ``<stem>.png`` per map into ``folder`` (created if needed), or ``<stem>.npy`` for all of them when
+    a label of any map does not fit a ``bit_depth``-bit PNG; returns the paths written."""
+    suffix = ".png" if all(fits_bit_depth(np.asarray(m), bit_depth) for m in maps) else ".npy"
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{stem}{suffix}" for stem in stems]
+    for path, labels in zip(paths, maps):
+        write_label_map(path, labels, bit_depth)
+    return paths
+
+
+def _fits_int32(labels: np.ndarray) -> bool:
+    """Whether every label fits an ``int32``."""
+    info = np.iinfo(np.int32)
+    return bool(not labels.size or (labels.min() >= info.min and labels.max() <= info.max))

@@ -2,7 +2,8 @@
 
 Scene folder layout (as written by ``unic-lift-synth``)::
 
-    SCENE/split.json                 {"train": [stems], "eval": [stems]}, stems in capture order
+    SCENE/split.json                 {"train": [stems], "eval": [stems]}, stems in capture order (the views
+                                     scored without a checkpoint; a checkpoint's own eval split is scored)
     SCENE/gt/instances/<stem>.png    consistent IDs across views: 0 = background, 1..N = objects
     SCENE/gt/semantics/<stem>.png    0 = background, 1 = object
     SCENE/instance_masks/<stem>.png  2D segmenter, arbitrary per-view IDs, 0 = unlabelled
@@ -19,7 +20,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -37,30 +38,46 @@ UNTRACKED = "2D segmenter (untracked)"
 """Name of the baseline scoring the raw 2D segmenter masks."""
 TRACKED = "2D segmenter + tracking"
 """Name of the baseline scoring the 2D segmenter masks after Hungarian tracking."""
+IMAGE_METRICS = ("psnr", "ssim", "lpips")
+"""Mean image metrics of rendered views that an :class:`EvalResult` reports."""
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Scores of one method on one scene. Qualities are in [0, 1]."""
+    """Scores of one method on one scene. Qualities are in [0, 1]; instance scores are None without ground truth."""
 
-    pq_scene: float
+    pq_scene: Optional[float]
     """Scene-level panoptic quality (segments merged across views)."""
-    sq_scene: float
+    sq_scene: Optional[float]
     """Scene-level segmentation quality."""
-    rq_scene: float
+    rq_scene: Optional[float]
     """Scene-level recognition quality."""
-    pq_frame: float
+    pq_frame: Optional[float]
     """Per-frame panoptic quality (counts pooled over views)."""
     miou: Optional[float]
     """Semantic mean IoU over background and object; None when no semantics were predicted."""
-    num_pred_instances: int
+    num_pred_instances: Optional[int]
     """Distinct predicted thing segments over all eval views."""
-    num_gt_instances: int
+    num_gt_instances: Optional[int]
     """Distinct GT thing segments over all eval views."""
     num_views: int
     """Number of eval views scored."""
     psnr: Optional[float] = None
     """Mean PSNR of the rendered eval views, when a model was rendered."""
+    ssim: Optional[float] = None
+    """Mean SSIM of the rendered eval views, when a model was rendered."""
+    lpips: Optional[float] = None
+    """Mean LPIPS of the rendered eval views, when a model was rendered and LPIPS is available."""
+
+    @classmethod
+    def image_metrics_only(cls, metrics: Mapping[str, float], num_views: int) -> EvalResult:
+        """Result of rendered views without ground truth: image metrics only."""
+        empty = cls(None, None, None, None, None, None, None, num_views)
+        return empty.with_image_metrics(metrics)
+
+    def with_image_metrics(self, metrics: Mapping[str, float]) -> EvalResult:
+        """A copy with the mean image metrics (psnr, ssim, lpips) found in ``metrics``."""
+        return dataclasses.replace(self, **{k: float(metrics[k]) for k in IMAGE_METRICS if k in metrics})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, e.g. for JSON."""
@@ -72,7 +89,7 @@ class SceneGT:
     """Ground truth of the eval views of a scene."""
 
     eval_stems: list[str]
-    """Eval view stems, in capture order."""
+    """Eval view stems, in scoring order."""
     all_stems: list[str]
     """All view stems (train and eval), in capture order."""
     instances: list[np.ndarray]
@@ -93,10 +110,32 @@ def load_split(scene_dir: Path) -> tuple[list[str], list[str]]:
     return eval_stems, sorted(set(eval_stems) | set(split.get("train", [])))
 
 
-def load_scene_gt(scene_dir: Path, progress: bool = False) -> SceneGT:
-    """Load the GT instance and semantic maps of the eval views of a scene."""
+def has_gt(scene_dir: Optional[Path]) -> bool:
+    """Whether a scene folder has ground truth (``gt/``) to score instances against."""
+    return scene_dir is not None and (Path(scene_dir) / "gt").is_dir()
+
+
+def load_scene_gt(
+    scene_dir: Path,
+    progress: bool = False,
+    eval_stems: Optional[Sequence[str]] = None,
+    all_stems: Optional[Sequence[str]] = None,
+) -> SceneGT:
+    """Load the GT instance and semantic maps of the eval views of a scene.
+
+    Args:
+        scene_dir: scene folder with ``gt/instances`` and ``gt/semantics``.
+        progress: show a progress bar.
+        eval_stems: views to score, e.g. the eval split a checkpoint rendered; ``split.json`` is read only without
+            them (its train and eval lists).
+        all_stems: with ``eval_stems``, the other views (train) too: the 2D segmenter is tracked over all views in
+            sorted (capture) order.
+    """
     scene_dir = Path(scene_dir)
-    eval_stems, all_stems = load_split(scene_dir)
+    if eval_stems is None:
+        eval_stems, all_stems = load_split(scene_dir)
+    else:
+        eval_stems, all_stems = list(eval_stems), sorted(set(eval_stems) | set(all_stems or []))
     gt_dir = scene_dir / "gt"
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"Ground-truth folder not found: {gt_dir}")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from unic_lift_ns.data.label_maps import write_label_map
+from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES, write_label_maps
+
+LABEL_FOLDERS = ("instances", "semantics")
+"""Sub-folders :meth:`RenderedViews.save` writes the instance and semantic label maps to."""
 
 
 @dataclass
@@ -33,21 +37,46 @@ class RenderedViews:
         return {k: float(np.mean([m[k] for m in self.image_metrics])) for k in keys}
 
     def save(self, folder: Path) -> None:
-        """Write ``instances/<stem>.png`` (16-bit) and ``semantics/<stem>.png`` (8-bit) under ``folder``."""
-        (folder / "instances").mkdir(parents=True, exist_ok=True)
+        """Write ``instances/<stem>.png`` (16-bit) and ``semantics/<stem>.png`` (8-bit) under ``folder``; a
+        folder whose labels do not all fit its PNG bit depth gets ``<stem>.npy`` files instead."""
+        instances, semantics = (Path(folder) / name for name in LABEL_FOLDERS)
+        write_label_maps(instances, self.stems, self.instances, bit_depth=16)
         if self.semantics is not None:
-            (folder / "semantics").mkdir(parents=True, exist_ok=True)
-        for stem, labels in zip(self.stems, self.instances):
-            write_label_map(folder / "instances" / f"{stem}.png", labels)
-        for stem, classes in zip(self.stems, self.semantics or []):
-            write_label_map(folder / "semantics" / f"{stem}.png", classes, bit_depth=8)
+            write_label_maps(semantics, self.stems, self.semantics, bit_depth=8)
+
+
+def dataset_stems(dataset) -> List[str]:
+    """Image file stems of a nerfstudio dataset, in its order."""
+    return [Path(p).stem for p in dataset.image_filenames]
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """Raise if ``folder`` cannot be created or written to (a file in its place or above it, no permission)."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{flag}: {existing} is a file, so {folder} cannot be a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}: no permission to write into {existing}")
+
+
+def check_label_output(folder: Path, stems: Sequence[str], flag: str) -> None:
+    """Raise before rendering if :meth:`RenderedViews.save` of the views ``stems`` into ``folder`` would fail
+    or overwrite label maps already there."""
+    for sub in (folder / name for name in LABEL_FOLDERS):
+        check_writable_folder(sub, flag)
+        existing = [sub / f"{stem}{suffix}" for stem in stems for suffix in LABEL_MAP_SUFFIXES]
+        taken = next((path for path in existing if path.exists()), None)
+        if taken is not None:
+            raise FileExistsError(
+                f"{flag}: {taken} already exists; pass a new folder (label maps are never overwritten)"
+            )
 
 
 @torch.no_grad()
 def render_eval_views(pipeline, progress: bool = True, keep_embeddings: bool = False) -> RenderedViews:
     """Render every eval view of ``pipeline`` (a UniC-Lift pipeline) and decode its labels."""
     model, datamanager = pipeline.model, pipeline.datamanager
-    stems = [Path(p).stem for p in datamanager.eval_dataset.image_filenames]
+    stems = dataset_stems(datamanager.eval_dataset)
     instances, semantics, metrics, embeddings = [], [], [], []
     views = datamanager.fixed_indices_eval_dataloader  # a cached property in nerfstudio
     for camera, batch in tqdm(views, desc="Rendering eval views", disable=not progress, leave=False):

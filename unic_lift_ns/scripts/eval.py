@@ -12,12 +12,20 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Any, List, Literal, Optional
 
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
 
-from unic_lift_ns.eval.evaluate import EvalResult, evaluate_predictions, evaluate_segmenter_baselines, load_scene_gt
+from unic_lift_ns.eval.evaluate import (
+    EvalResult,
+    SceneGT,
+    evaluate_predictions,
+    evaluate_segmenter_baselines,
+    has_gt,
+    load_scene_gt,
+)
+from unic_lift_ns.eval.render import check_label_output, check_writable_folder, dataset_stems, render_eval_views
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
 from unic_lift_ns.scripts.cli import run_cli
 
@@ -30,12 +38,14 @@ class EvalConfig:
     """Score predicted instance maps (and the scene's 2D segmenter baselines) against a scene's ground truth."""
 
     scene: Optional[Path] = None
-    """Scene folder with split.json, gt/, instance_masks/ and semantic_masks/ (as written by unic-lift-synth);
-    defaults to the data folder of --load-config."""
+    """Scene folder with gt/, instance_masks/ and semantic_masks/ (as written by unic-lift-synth), and split.json
+    naming the views to score without --load-config; defaults to the data folder of --load-config."""
     load_config: Optional[Path] = None
-    """config.yml of a trained unic-lift run: render its eval views, decode labels and score them with PSNR."""
+    """config.yml of a trained unic-lift run: render the eval views its dataparser chose, decode labels and score
+    them (PSNR/SSIM/LPIPS; PQ^scene/mIoU when the scene has gt/). --pred and the baselines score the same views."""
     save_labels: Optional[Path] = None
-    """With --load-config: also write the decoded label maps (instances/, semantics/) to this folder."""
+    """With --load-config: also write the decoded label maps (instances/, semantics/) to this folder, as 16-bit
+    (semantics: 8-bit) PNGs, or .npy when labels do not fit; label maps already there are never overwritten."""
     instance_decoding: List[Literal["rendered-embedding", "gaussian-votes"]] = field(default_factory=list)
     """With --load-config of a unic-lift run: score each of these instance decodings (one row each) instead of
     the one in the run's config (see --pipeline.model.instance-decoding of ns-train unic-lift)."""
@@ -46,76 +56,112 @@ class EvalConfig:
     unlabelled_id: Optional[int] = None
     """Predicted ID that means 'unlabelled' (void, not scored). By default every ID, 0 included, is a segment."""
     baselines: bool = True
-    """Also score the scene's 2D segmenter masks, untracked and with Hungarian tracking."""
+    """Also score the scene's 2D segmenter masks, untracked and with Hungarian tracking (needs gt/)."""
     tracking_min_iou: float = DEFAULT_MIN_IOU
     """Minimum IoU for the tracking baseline to link segments of consecutive views."""
     output_json: Optional[Path] = None
-    """Where to write the results; default SCENE/eval/results.json, or PRED_results.json next to --pred."""
+    """Where to write the results; default SCENE/eval/results.json, PRED_results.json next to --pred, or
+    eval_results.json next to --load-config."""
 
     def main(self) -> None:
-        """Score, print a table and write the JSON."""
+        """Check flags and outputs, score, print a table and write the JSON."""
         if self.pred is None and self.load_config is None and not self.baselines:
             raise ValueError("Nothing to score: pass --pred, --load-config and/or --baselines")
         if self.pred_semantics is not None and self.pred is None:
             raise ValueError("--pred-semantics needs --pred")
-        results: dict[str, EvalResult] = {}
-        if self.load_config is not None:
-            scores, scene = self.score_checkpoint()
-            results.update(scores)
-            self.scene = self.scene or scene
-        if self.scene is None:
+        if self.load_config is None and self.scene is None:
             raise ValueError("--scene is required (or --load-config, whose data folder is then used)")
-        gt = load_scene_gt(self.scene, progress=True)
-        if self.baselines:
-            results.update(evaluate_segmenter_baselines(self.scene, self.tracking_min_iou, gt=gt, progress=True))
+        if self.load_config is not None and not self.load_config.is_file():
+            raise FileNotFoundError(f"--load-config: no such file {self.load_config}")
+        output_json = self.output_json or self.default_output_json()
+        check_output_file(output_json, "--output-json")
+        if self.load_config is None:
+            scene, run = self.scene, None
+            gt = load_scene_gt(scene, progress=True)
+            stems = gt.eval_stems
+        else:
+            run = self.load_run()
+            scene, stems, gt = run.scene, run.eval_stems, run.gt
+        results: dict[str, EvalResult] = {}
+        baselines = {}
+        if self.baselines and gt is not None:
+            baselines = evaluate_segmenter_baselines(scene, self.tracking_min_iou, gt=gt, progress=True)
+        if run is not None:
+            results.update(self.score_checkpoint(run))
+        results.update(baselines)
         if self.pred is not None:
             results[PREDICTION] = evaluate_predictions(
-                self.scene, self.pred, self.pred_semantics, gt=gt, progress=True, unlabelled=self.unlabelled_id
+                scene, self.pred, self.pred_semantics, gt=gt, progress=True, unlabelled=self.unlabelled_id
             )
-        CONSOLE.print(results_table(results, title=f"{self.scene} ({len(gt.eval_stems)} eval views)"))
+        CONSOLE.print(results_table(results, title=f"{scene} ({len(stems)} eval views)"))
         output = {
-            "scene": str(self.scene),
+            "scene": str(scene),
             "load_config": None if self.load_config is None else str(self.load_config),
             "pred": None if self.pred is None else str(self.pred),
             "pred_semantics": None if self.pred_semantics is None else str(self.pred_semantics),
-            "tracking_min_iou": self.tracking_min_iou if self.baselines else None,
-            "eval_views": gt.eval_stems,
+            "tracking_min_iou": self.tracking_min_iou if baselines else None,
+            "eval_views": stems,
             "results": {name: result.to_dict() for name, result in results.items()},
         }
-        path = self.output_json or self.default_output_json()
-        write_json(path, output)
-        CONSOLE.print(f"Saved results to: {path}")
+        write_json(output_json, output)
+        CONSOLE.print(f"Saved results to: {output_json}")
 
-    def score_checkpoint(self) -> tuple[dict[str, EvalResult], Path]:
-        """Render and score the eval views of --load-config; returns ({row name: result}, data folder)."""
+    def load_run(self) -> LoadedRun:
+        """Load --load-config and everything its scoring needs, checking what can fail before rendering."""
         from nerfstudio.utils.eval_utils import eval_setup
 
-        from unic_lift_ns.eval.render import render_eval_views
         from unic_lift_ns.model import UniCLiftModel
-        from unic_lift_ns.pipeline import score_rendered
 
-        if not self.load_config.is_file():
-            raise FileNotFoundError(f"--load-config: no such file {self.load_config}")
         config, pipeline, _, step = eval_setup(self.load_config, test_mode="test")
+        if self.instance_decoding and type(pipeline.model) is not UniCLiftModel:
+            raise ValueError(
+                f"--instance-decoding applies to unic-lift runs only, {self.load_config} is {config.method_name}"
+            )
         scene = self.scene or pipeline.scene_dir
         if scene is None:
             raise ValueError(f"{self.load_config} names no data folder; pass --scene")
-        if self.instance_decoding and type(pipeline.model) is not UniCLiftModel:
-            raise ValueError(f"--instance-decoding applies to unic-lift runs only, {self.load_config} is {config.method_name}")
-        name = f"{config.method_name} (step {step})"
-        if not self.instance_decoding:
-            rendered = render_eval_views(pipeline)
-            if self.save_labels is not None:
-                rendered.save(self.save_labels)
-            return {name: score_rendered(rendered, scene)}, Path(scene)
+        stems = dataset_stems(pipeline.datamanager.eval_dataset)
+        for folder in self.label_folders():
+            check_label_output(folder, stems, "--save-labels")
+        gt = None
+        if has_gt(scene):
+            train_stems = dataset_stems(pipeline.datamanager.train_dataset)
+            gt = load_scene_gt(scene, progress=True, eval_stems=stems, all_stems=train_stems)
+        elif self.pred is not None:
+            raise ValueError(f"--pred needs ground truth, but {scene} has no gt/ (gt/instances, gt/semantics)")
+        else:
+            note = (
+                f"No ground truth in {scene / 'gt'}: reporting image metrics only; PQ^scene, mIoU and the 2D "
+                "segmenter baselines need gt/instances and gt/semantics."
+            )
+            CONSOLE.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        return LoadedRun(f"{config.method_name} (step {step})", pipeline, scene, stems, gt)
+
+    def label_folders(self) -> List[Path]:
+        """Folders --save-labels writes to: one per --instance-decoding, or --save-labels itself."""
+        if self.save_labels is None:
+            return []
+        return [self.save_labels / d for d in self.instance_decoding] or [self.save_labels]
+
+    def score_checkpoint(self, run: LoadedRun) -> dict[str, EvalResult]:
+        """Render the run's eval views once per instance decoding, save their labels and score them by row name."""
+        from unic_lift_ns.pipeline import score_rendered
+
+        decodings = self.instance_decoding or [None]
+        folders = self.label_folders() or [None] * len(decodings)
         scores = {}
-        for decoding in self.instance_decoding:
-            pipeline.model.config.instance_decoding = decoding
-            rendered = render_eval_views(pipeline)
-            if self.save_labels is not None:
-                rendered.save(self.save_labels / decoding)
-            scores[f"{name}, {decoding}"] = score_rendered(rendered, scene)
-        return scores, Path(scene)
+        for decoding, folder in zip(decodings, folders):
+            if decoding is not None:
+                run.pipeline.model.config.instance_decoding = decoding
+            rendered = render_eval_views(run.pipeline)
+            if folder is not None:
+                rendered.save(folder)
+            if run.gt is not None:
+                result = score_rendered(rendered, run.gt)
+            else:
+                result = EvalResult.image_metrics_only(rendered.mean_image_metrics(), len(rendered.stems))
+            scores[run.name if decoding is None else f"{run.name}, {decoding}"] = result
+        return scores
 
     def default_output_json(self) -> Path:
         """SCENE/eval/results.json, PRED_results.json next to --pred, or eval_results.json next to --load-config."""
@@ -127,24 +173,47 @@ class EvalConfig:
         return pred.with_name(f"{pred.name}_results.json")
 
 
+@dataclass(frozen=True)
+class LoadedRun:
+    """A loaded checkpoint with the views it renders and their ground truth."""
+
+    name: str
+    """Row name of its scores: method and step."""
+    pipeline: Any
+    """The loaded pipeline (a UniCLiftPipeline)."""
+    scene: Path
+    """Scene folder whose gt/ is scored against."""
+    eval_stems: List[str]
+    """Stems of the eval views its dataparser chose, in render order."""
+    gt: Optional[SceneGT]
+    """Ground truth of those views, or None when the scene has no gt/."""
+
+
 def results_table(results: dict[str, EvalResult], title: str) -> Table:
     """One row per method; qualities in percent."""
     table = Table(title=title)
     table.add_column("Method")
-    for column in ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "PSNR", "#pred/#GT inst."):
+    for column in ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "PSNR", "SSIM", "LPIPS", "#pred/#GT inst."):
         table.add_column(column, justify="right")
     for name, r in results.items():
         qualities = (r.pq_scene, r.sq_scene, r.rq_scene, r.pq_frame, r.miou)
         cells = ["-" if q is None or math.isnan(q) else f"{100 * q:.1f}" for q in qualities]
-        cells.append("-" if r.psnr is None else f"{r.psnr:.2f}")
-        table.add_row(name, *cells, f"{r.num_pred_instances}/{r.num_gt_instances}")
+        image = ((r.psnr, ".2f"), (r.ssim, ".3f"), (r.lpips, ".3f"))
+        cells += ["-" if m is None else f"{m:{spec}}" for m, spec in image]
+        counts = "-" if r.num_gt_instances is None else f"{r.num_pred_instances}/{r.num_gt_instances}"
+        table.add_row(name, *cells, counts)
     return table
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Raise if the file ``path`` cannot be written: a folder in its place, a file above it, no permission."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} must be a file path, got the folder {path}")
+    check_writable_folder(path.parent, flag)
 
 
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` to ``path`` through a temporary file, creating parent folders; nothing else is touched."""
-    if path.is_dir():
-        raise IsADirectoryError(f"--output-json must be a file path, got the folder {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", "utf8")

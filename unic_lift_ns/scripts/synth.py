@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
-import tyro
-from rich.console import Console
-
-from unic_lift_ns.synth.generate import SynthConfig, generate_scene
+from unic_lift_ns.scripts.cli import run_cli
+from unic_lift_ns.synth.generate import SynthConfig
 
 
 def entrypoint() -> None:
-    config = tyro.cli(SynthConfig, description=__doc__)
-    try:
-        generate_scene(config)
-    except (ValueError, FileExistsError) as err:
-        Console(stderr=True).print(f"[bold red]unic-lift-synth: {err}")
-        sys.exit(2)
+    """Entrypoint for use with pyproject scripts."""
+    run_cli("unic-lift-synth", SynthConfig, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,11 @@
+"""The error type of bad user input (flags, data files, checkpoints), reported as one line without a traceback."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input found before work starts; the message names the file or flag and says how to fix it.
+
+    ``ns-train`` (through :class:`unic_lift_ns.trainer.UniCLiftTrainer`) and the ``unic-lift-*`` scripts print it
+    as one red line and exit with code 2.
+    """
