@@ -1,7 +1,7 @@
 """UniC-Lift pipeline: nerfstudio's VanillaPipeline whose eval-all-images step also scores instances.
 
 `ns-eval` and the periodic "eval all images" step of `ns-train` then report PQ^scene, SQ, RQ, per-frame PQ and
-mIoU next to PSNR/SSIM, whenever the data folder holds the ground truth of `unic-lift-synth` (gt/, split.json).
+mIoU next to PSNR/SSIM for the eval views the dataparser chose, whenever the data folder holds ground truth (gt/).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class UniCLiftPipelineConfig(VanillaPipelineConfig):
 
     _target: Type = field(default_factory=lambda: UniCLiftPipeline)
     scene_metrics: bool = True
-    """Score the rendered instance labels (PQ^scene, mIoU) when the data folder has gt/ and split.json."""
+    """Score the rendered instance labels (PQ^scene, mIoU) when the data folder has gt/."""
 
 
 def score_rendered(rendered: RenderedViews, gt: Union[SceneGT, Path]) -> EvalResult:

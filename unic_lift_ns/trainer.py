@@ -15,10 +15,8 @@ work, and bad input reported as one line.
 
 from __future__ import annotations
 
-import pickle
 import signal
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Type
@@ -28,6 +26,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocati
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from unic_lift_ns.checkpoints import named_checkpoint_errors
 from unic_lift_ns.errors import InputError
 
 EXIT_BAD_INPUT = 2
@@ -49,10 +48,8 @@ def load_checkpoint_file(path: Path, flag: str) -> Dict[str, Any]:
         raise InputError(f"{flag}: checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise InputError(f"{flag}: checkpoint {path} is empty (0 bytes; was its writing interrupted?)")
-    try:
+    with named_checkpoint_errors(flag, path):
         state = torch.load(path, map_location="cpu")
-    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
-        raise InputError(f"{flag}: checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err
     missing = [key for key in ("step", "pipeline", "optimizers") if not isinstance(state, dict) or key not in state]
     if missing:
         raise InputError(f"{flag}: {path} is not a nerfstudio checkpoint (missing {', '.join(missing)})")

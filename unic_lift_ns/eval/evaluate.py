@@ -201,7 +201,8 @@ def evaluate_segmenter_baselines(
 ) -> dict[str, EvalResult]:
     """Score the scene's own 2D segmenter masks on the eval views, untracked and tracked.
 
-    Tracking runs over all views (train and eval) in capture order, then the eval views are scored.
+    Tracking runs over all views (train and eval) in capture order, then the eval views are scored; without
+    ``semantic_masks/`` the segmenter's segments are scored class-agnostic.
     """
     scene_dir = Path(scene_dir)
     gt = gt or load_scene_gt(scene_dir, progress)
@@ -211,7 +212,12 @@ def evaluate_segmenter_baselines(
     eval_index = [gt.all_stems.index(stem) for stem in gt.eval_stems]
     untracked = [masks[i] for i in eval_index]
     _check_sizes(masks_dir, gt.eval_stems, untracked, gt.instances, "the ground truth")
-    semantics = load_label_maps(scene_dir / "semantic_masks", gt.eval_stems, like=gt.instances, progress=progress)
+    semantics_dir = scene_dir / "semantic_masks"
+    semantics = (
+        load_label_maps(semantics_dir, gt.eval_stems, like=gt.instances, progress=progress)
+        if semantics_dir.is_dir()
+        else None
+    )
     tracked = track_segments(masks, min_iou)
     return {
         UNTRACKED: score(untracked, gt, semantics, unlabelled=0),

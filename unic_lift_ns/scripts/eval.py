@@ -17,6 +17,7 @@ from typing import Any, List, Literal, Optional
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
 
+from unic_lift_ns.checkpoints import named_checkpoint_errors
 from unic_lift_ns.eval.evaluate import (
     EvalResult,
     SceneGT,
@@ -112,7 +113,8 @@ class EvalConfig:
 
         from unic_lift_ns.model import UniCLiftModel
 
-        config, pipeline, _, step = eval_setup(self.load_config, test_mode="test")
+        with named_checkpoint_errors("--load-config", self.load_config):
+            config, pipeline, _, step = eval_setup(self.load_config, test_mode="test")
         if self.instance_decoding and type(pipeline.model) is not UniCLiftModel:
             raise ValueError(
                 f"--instance-decoding applies to unic-lift runs only, {self.load_config} is {config.method_name}"

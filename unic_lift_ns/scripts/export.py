@@ -34,6 +34,7 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from typing_extensions import Annotated
 
+from unic_lift_ns.checkpoints import named_checkpoint_errors
 from unic_lift_ns.export.instances import (
     COMBINED_PLY,
     INSTANCES_JSON,
@@ -87,10 +88,8 @@ def load_model(config_path: Path) -> UniCLiftModel:
         loaded.relative_model_dir = folder  # absolute, so get_checkpoint_dir() returns it unchanged
         return loaded
 
-    try:
+    with named_checkpoint_errors("--load-config", folder):
         _, pipeline, _, _ = eval_setup(config_path, test_mode="inference", update_config_callback=use_folder)
-    except RuntimeError as err:  # e.g. tensor shapes that do not match the config
-        raise ValueError(f"--load-config: cannot load the checkpoint in {folder}: {err}") from err
     return pipeline.model
 
 

@@ -1,0 +1,235 @@
+"""The trainer a user's first runs go through: Ctrl-C keeps the work, a resumed run trains (exactly as the
+uninterrupted run would), a run without semantic masks still decodes instances, and bad input stops `ns-train`
+before the first step with one line naming the file or flag."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_scene
+from unic_lift_ns.data.label_maps import read_label_map, write_label_map
+from unic_lift_ns.method_config import unic_lift_trainer_config
+from unic_lift_ns.trainer import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+RESUMED_STEPS = 30
+
+
+def readme_cpu_recipe() -> List[str]:
+    """The README's CPU recipe: the Makefile's DEMO_FLAGS, continuation lines joined."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    return shlex.split(re.search(r"^DEMO_FLAGS := (.*)$", text, re.MULTILINE).group(1))
+
+
+def with_steps(flags: List[str], steps: int) -> List[str]:
+    """``flags`` with --max-num-iterations set to ``steps``."""
+    index = flags.index("--max-num-iterations")
+    return flags[:index] + ["--max-num-iterations", str(steps)] + flags[index + 2 :]
+
+
+def run_flags(scene: Path, output_dir: Path, name: str) -> List[str]:
+    return ["--data", str(scene), "--output-dir", str(output_dir), "--experiment-name", name, "--timestamp", "run",
+            "--vis", "tensorboard", "--viewer.quit-on-train-completion", "True"]  # fmt: skip
+
+
+def checkpoints(run_dir: Path) -> Dict[int, Path]:
+    return {int(p.stem[5:]): p for p in (run_dir / "nerfstudio_models").glob("step-*.ckpt")}
+
+
+@pytest.fixture(scope="module")
+def no_semantics_scene(tmp_path_factory) -> Path:
+    """A generated scene without semantic_masks/ (instance masks only, as a user's own data often is)."""
+    scene = make_scene(tmp_path_factory.mktemp("nosem") / "scene", num_points=2000)
+    shutil.rmtree(scene / "semantic_masks")
+    return scene
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(no_semantics_scene: Path, tmp_path_factory) -> dict:
+    """`ns-train unic-lift` with the README's CPU recipe, stopped by SIGINT a few seconds into training."""
+    output_dir = tmp_path_factory.mktemp("interrupted")
+    log = output_dir / "log.txt"
+    flags = with_steps(readme_cpu_recipe(), 100000)
+    cmd = [str(BIN / "ns-train"), "unic-lift", *run_flags(no_semantics_scene, output_dir, "a"), *flags]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while "Training from step 0" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(4.0)
+        proc.send_signal(signal.SIGINT)
+        returncode = proc.wait(timeout=120)
+    return {"returncode": returncode, "log": log.read_text(), "run_dir": output_dir / "a" / "unic-lift" / "run",
+            "flags": flags, "output_dir": output_dir}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_last_completed_step_and_exits_non_zero(interrupted_run: dict) -> None:
+    assert interrupted_run["returncode"] == EXIT_INTERRUPTED, interrupted_run["log"][-3000:]
+    saved = checkpoints(interrupted_run["run_dir"])
+    assert len(saved) == 1, saved
+    step = next(iter(saved))
+    assert 0 < step < 100000
+    assert torch.load(saved[step], map_location="cpu")["step"] == step
+    assert f"Interrupted: saved step {step}" in " ".join(interrupted_run["log"].split())
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_like_the_uninterrupted_run(interrupted_run: dict, no_semantics_scene: Path) -> None:
+    """Resume the interrupted run for RESUMED_STEPS steps and compare with one uninterrupted run of the same length.
+
+    Optimiser state, learning-rate schedules, the view order, every random generator and gsplat's densification
+    statistics are restored, so the runs agree to float round-off (1e-5). The recipe's 3D loss (Eq. 6) starts at
+    step 500, after both runs end: its neighbour pairs are recomputed from the current means on resume, so with it
+    on a resumed run is close to, not equal to, the uninterrupted one."""
+    step = next(iter(checkpoints(interrupted_run["run_dir"])))
+    output_dir = interrupted_run["output_dir"]
+    load_dir = interrupted_run["run_dir"] / "nerfstudio_models"
+    for name, steps, extra in (("resumed", RESUMED_STEPS, ["--load-dir", str(load_dir)]),
+                               ("straight", step + 1 + RESUMED_STEPS, [])):  # fmt: skip
+        cmd = [str(BIN / "ns-train"), "unic-lift", *run_flags(no_semantics_scene, output_dir, name),
+               *with_steps(interrupted_run["flags"], steps), *extra]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    final = step + RESUMED_STEPS
+    before = torch.load(checkpoints(interrupted_run["run_dir"])[step], map_location="cpu")
+    resumed = torch.load(checkpoints(output_dir / "resumed" / "unic-lift" / "run")[final], map_location="cpu")
+    straight = torch.load(checkpoints(output_dir / "straight" / "unic-lift" / "run")[final], map_location="cpu")
+
+    names = [k for k, v in straight["pipeline"].items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    assert {"_model.gauss_params.embeddings", "_model.gauss_params.means", "_model.triplet_projection.weight"} <= set(names)
+    for name in names:
+        torch.testing.assert_close(resumed["pipeline"][name], straight["pipeline"][name], rtol=1e-5, atol=1e-5)
+    for name in ("embeddings", "means", "features_dc", "opacities"):
+        key = f"_model.gauss_params.{name}"
+        moved = resumed["pipeline"][key].shape != before["pipeline"][key].shape or not torch.equal(
+            resumed["pipeline"][key], before["pipeline"][key]
+        )
+        assert moved, f"{name} did not change after resuming"
+    for group, state in straight["optimizers"].items():
+        steps = [float(s["step"]) for s in resumed["optimizers"][group]["state"].values()]
+        assert steps == [float(s["step"]) for s in state["state"].values()], group
+
+
+@pytest.mark.slow
+def test_run_without_semantic_masks_decodes_instances_with_the_readme_recipe(interrupted_run: dict, tmp_path) -> None:
+    """The recipe decodes with gaussian-votes; with an untrained semantic head every Gaussian counted as background
+    and every pixel decoded to label 0. Now every Gaussian votes, and the log says so."""
+    out = tmp_path / "eval.json"
+    proc = subprocess.run(
+        [str(BIN / "unic-lift-eval"), "--load-config", str(interrupted_run["run_dir"] / "config.yml"),
+         "--output-json", str(out), "--no-baselines"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "the semantic head saw no semantic masks, so every Gaussian votes" in " ".join(proc.stdout.split())
+    (result,) = json.loads(out.read_text())["results"].values()
+    assert result["num_pred_instances"] > 5, result
+    assert result["miou"] is None  # the untrained head's "all background" is not reported as semantics
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.fixture
+def scene(tiny_scene: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny scene that a test may break."""
+    return Path(shutil.copytree(tiny_scene, tmp_path / "scene"))
+
+
+def setup_fails(scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture, **model_fields) -> str:
+    """Set up the real unic-lift trainer (data, model, checkpoint) on ``scene``; assert it exits with code 2 and
+    return the one line it printed."""
+    config = unic_lift_trainer_config()
+    config.pipeline.datamanager.data = scene
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = tmp_path / "outputs"
+    for key, value in model_fields.items():
+        target = config if key == "load_checkpoint" else config.pipeline.model
+        setattr(target, key, value)
+    trainer = config.setup(local_rank=0, world_size=1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        trainer.setup()
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ns-train unic-lift: ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_truncated_image_is_named(scene: Path, tmp_path: Path, capsys) -> None:
+    truncate(scene / "images" / "frame_00003.png")
+    line = setup_fails(scene, tmp_path, capsys)
+    assert f"Cannot read image {scene / 'images' / 'frame_00003.png'}" in line
+
+
+def test_truncated_mask_is_named(scene: Path, tmp_path: Path, capsys) -> None:
+    truncate(scene / "instance_masks" / "frame_00005.png")
+    line = setup_fails(scene, tmp_path, capsys)
+    assert f"Cannot read label map {scene / 'instance_masks' / 'frame_00005.png'}" in line
+
+
+def test_image_of_the_wrong_size_is_blamed_not_its_mask(scene: Path, tmp_path: Path, capsys) -> None:
+    image = scene / "images" / "frame_00004.png"
+    Image.open(image).resize((40, 40)).save(image)
+    line = setup_fails(scene, tmp_path, capsys)
+    assert f"Image {image} is 40x40 pixels but its camera says 48x48" in line
+
+
+def test_semantic_class_outside_the_head_is_found_when_data_loads(scene: Path, tmp_path: Path, capsys) -> None:
+    path = scene / "semantic_masks" / "frame_00006.png"
+    labels = read_label_map(path)
+    labels[:4, :4] = 2
+    write_label_map(path, labels, bit_depth=8)
+    line = setup_fails(scene, tmp_path, capsys)
+    assert f"{path} has semantic class 2, but the semantic head has 2 classes" in line
+    assert "--pipeline.model.num-semantic-classes" in line
+
+
+def test_all_zero_instance_masks_are_an_error(scene: Path, tmp_path: Path, capsys) -> None:
+    for path in (scene / "instance_masks").iterdir():
+        write_label_map(path, np.zeros_like(read_label_map(path)))
+    line = setup_fails(scene, tmp_path, capsys)
+    assert "is all 0, which means 'ignore'" in line and str(scene / "instance_masks") in line
+
+
+def test_embedding_dim_beyond_what_labels_can_hold_is_refused(scene: Path, tmp_path: Path, capsys) -> None:
+    line = setup_fails(scene, tmp_path, capsys, embedding_dim=30)
+    assert "--pipeline.model.embedding-dim must be in [1, 24], got 30" in line
+
+
+def test_empty_checkpoint_is_named(scene: Path, tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "step-000000100.ckpt"
+    empty.touch()
+    line = setup_fails(scene, tmp_path, capsys, load_checkpoint=empty)
+    assert f"--load-checkpoint: checkpoint {empty} is empty (0 bytes" in line
+
+
+def test_ns_train_reports_bad_input_in_one_line_with_exit_code_2(scene: Path, tmp_path: Path) -> None:
+    """The real console script: no traceback, exit code 2."""
+    truncate(scene / "instance_masks" / "frame_00005.png")
+    cmd = [str(BIN / "ns-train"), "unic-lift", *run_flags(scene, tmp_path, "bad"), "--machine.device-type", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert f"ns-train unic-lift: Cannot read label map {scene / 'instance_masks' / 'frame_00005.png'}" in proc.stdout
