@@ -225,3 +225,14 @@ def test_resize_label_map_samples_the_nearest_pixel_centre(size: Tuple[int, int]
     centres_x = (torch.arange(size[1])[None, :] + 0.5) * in_width / size[1]
     assert ((source_rows + 0.5 - centres_y).abs() <= 0.5 + 1e-9).all()
     assert ((source_cols + 0.5 - centres_x).abs() <= 0.5 + 1e-9).all()
+
+
+def test_mask_files_that_match_no_image_are_listed_in_a_warning(scene: Path, capsys: pytest.CaptureFixture) -> None:
+    """A typo in a mask's name would otherwise leave its view on RGB only without a word."""
+    typo = scene / "instance_masks" / "frame_0001.png"
+    shutil.copy(scene / "instance_masks" / "frame_00001.png", typo)
+    other = scene / "semantic_masks" / "IMG_1234.npy"
+    np.save(other, np.zeros((48, 48), dtype=np.int32))
+    setup(scene)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "match no train or eval image" in line]
+    assert lines == [f"2 mask file(s) match no train or eval image and are not used: {typo}, {other}"]

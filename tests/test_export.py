@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -304,7 +305,13 @@ def test_bad_inputs_exit_2_and_write_nothing(monkeypatch, capsys, tmp_path, conf
     nowhere = tmp_path / "nope.yml"
     message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", nowhere, "--output-dir", out)
     assert "--load-config: no such file" in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["splatfacto"]
+    empty = Path(shutil.copytree(config.parent, tmp_path / "empty_checkpoint"))  # its checkpoint cut to 0 bytes
+    for checkpoint in (empty / "nerfstudio_models").glob("*.ckpt"):
+        checkpoint.write_bytes(b"")
+    message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", empty / "config.yml",
+                                "--output-dir", out)  # fmt: skip
+    assert f"--load-config: cannot load the checkpoint of {empty / 'nerfstudio_models'}" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_checkpoint", "splatfacto"]
 
 
 def test_success_line_counts_what_ns_export_drops() -> None:

@@ -273,3 +273,11 @@ class VotesOnlyConfig(UniCLiftModelConfig):
 def test_decoding_dropdown_offers_only_what_the_config_allows():
     gui = setup_model(VotesOnlyConfig()).instance_gui
     assert gui.decoding.options == ["gaussian-votes"] and gui.decoding.value == "gaussian-votes"
+
+
+def test_ns_train_viewers_listen_on_this_machine_only() -> None:
+    """The viewer has no authentication: the registered methods bind it to 127.0.0.1 unless a flag opens it."""
+    from nerfstudio.configs.method_configs import all_methods
+
+    for method in ("unic-lift", "contrastive-lift", "gaussian-clustering"):
+        assert all_methods[method].viewer.websocket_host == "127.0.0.1", method

@@ -347,7 +347,7 @@ class UniCLiftModel(SplatfactoModel):
             outputs["instance"] = label_palette(labels)
             outputs["instance_label"] = labels.float().unsqueeze(-1)
             outputs["instance_overlay"] = self.instance_gui.overlay(outputs["rgb"], labels)  # type: ignore[arg-type]
-            if "semantic_logits" in rendered and self.semantic_head_trained():  # an untrained head says "all class 0"
+            if "semantic_logits" in rendered:
                 classes = rendered["semantic_logits"].argmax(dim=-1)
                 outputs["semantics"] = label_palette(classes)
                 outputs["semantic_label"] = classes.float().unsqueeze(-1)

@@ -92,7 +92,8 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
         stray = self.stray_masks()
         if stray:
             names = ", ".join(str(path) for path in stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
-            CONSOLE.log(f"[yellow]{len(stray)} mask file(s) match no train or eval image and are not used: {names}")
+            CONSOLE.print(f"{len(stray)} mask file(s) match no train or eval image and are not used: {names}",
+                          style="yellow", markup=False, soft_wrap=True)  # fmt: skip
         summaries = [_mask_summary("train", self.train_dataset, self.cached_train),
                      _mask_summary("eval", self.eval_dataset, self.cached_eval)]  # fmt: skip
         CONSOLE.log(f"UniC-Lift masks: {'; '.join(summaries)} (views without instance IDs use RGB only)")
