@@ -25,7 +25,7 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.utils.rich_utils import CONSOLE
 from unic_lift_ns.data.dataset import MASK_IGNORE_VALUES, UniCLiftDataset
 from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES
-from unic_lift_ns.errors import InputError
+from unic_lift_ns.errors import InputError, few
 
 
 @dataclass
@@ -91,7 +91,7 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
         self.train_dataset.metadata.update(segment_counts=self.segment_counts, semantic_max_ids=self.semantic_max_ids)
         stray = self.stray_masks()
         if stray:
-            names = ", ".join(str(path) for path in stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+            names = few([str(path) for path in stray])
             CONSOLE.print(f"{len(stray)} mask file(s) match no train or eval image and are not used: {names}",
                           style="yellow", markup=False, soft_wrap=True)  # fmt: skip
         summaries = [_mask_summary("train", self.train_dataset, self.cached_train),

@@ -5,19 +5,13 @@ from __future__ import annotations
 import signal
 import sys
 from types import FrameType
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 
 BAD_INPUT = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ValueError)
 """Errors that mean bad flags or files: printed as ``<prog>: <message>`` with exit code 2, no traceback."""
-
-
-def few(names: Sequence[str], limit: int = 5) -> str:
-    """The first ``limit`` names and how many more, for one-line messages."""
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 def _terminate(signum: int, frame: Optional[FrameType]) -> None:

@@ -35,6 +35,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from typing_extensions import Annotated
 
 from unic_lift_ns.checkpoints import named_checkpoint_errors
+from unic_lift_ns.errors import few
 from unic_lift_ns.export.instances import (
     COMBINED_PLY,
     INSTANCES_JSON,
@@ -47,7 +48,7 @@ from unic_lift_ns.export.instances import (
 )
 from unic_lift_ns.export.ply import Splats, write_ply
 from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
-from unic_lift_ns.scripts.cli import few, run_cli
+from unic_lift_ns.scripts.cli import run_cli
 
 INSTANCES_FILES = re.compile(
     rf"(?:{POINTCLOUD_DIR}/)?instance_(?:0|[1-9][0-9]*)\.ply|{re.escape(COMBINED_PLY)}|{re.escape(INSTANCES_JSON)}"

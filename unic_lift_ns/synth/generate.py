@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from unic_lift_ns.scripts.cli import few
+from unic_lift_ns.errors import few
 from unic_lift_ns.synth.cameras import Intrinsics, dome_trajectory
 from unic_lift_ns.synth.physics import floor_side, settle_objects
 from unic_lift_ns.synth.pointcloud import backproject, write_ply
