@@ -152,14 +152,44 @@ def scene(tiny_scene: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_scene, tmp_path / "scene"))
 
 
-def setup_fails(scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture, **model_fields) -> str:
-    """Set up the real unic-lift trainer (data, model, checkpoint) on ``scene``; assert it exits with code 2 and
-    return the one line it printed."""
+def trainer_config(scene: Path, tmp_path: Path):
+    """The registered unic-lift trainer configuration on ``scene``, on the CPU, writing under ``tmp_path``."""
     config = unic_lift_trainer_config()
     config.pipeline.datamanager.data = scene
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
     config.output_dir = tmp_path / "outputs"
+    return config
+
+
+def test_every_optimiser_is_bound_to_the_loaded_parameters(scene: Path, tmp_path: Path) -> None:
+    """Loading a checkpoint replaces the per-Gaussian tensors; every group (Gaussians with embeddings and semantic
+    logits, the linear layer W, the camera optimiser) must then be optimised in the tensors the model uses."""
+    config = trainer_config(scene, tmp_path)
+    config.pipeline.model.camera_optimizer.mode = "SO3xR3"
+    trainer = config.setup(local_rank=0, world_size=1)
+    # the first two steps of Trainer.setup; the rest (viewer, writers) is not needed here
+    trainer.pipeline = config.pipeline.setup(device="cpu", test_mode="val", world_size=1, local_rank=0,
+                                             grad_scaler=trainer.grad_scaler)  # fmt: skip
+    trainer.optimizers = trainer.setup_optimizers()
+    trainer.pipeline.load_pipeline(trainer.pipeline.state_dict(), step=0)
+
+    def bound() -> Dict[str, bool]:
+        return {
+            name: all(a is b for a, b in zip(trainer.optimizers.optimizers[name].param_groups[0]["params"], params))
+            for name, params in trainer.pipeline.get_param_groups().items()
+        }
+
+    assert {"embeddings", "semantic_logits", "means", "triplet_projection", "camera_opt"} <= set(bound())
+    assert not bound()["embeddings"]  # what nerfstudio leaves after loading
+    trainer.bind_optimizers()
+    assert all(bound().values()), bound()
+
+
+def setup_fails(scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture, **model_fields) -> str:
+    """Set up the real unic-lift trainer (data, model, checkpoint) on ``scene``; assert it exits with code 2 and
+    return the one line it printed."""
+    config = trainer_config(scene, tmp_path)
     for key, value in model_fields.items():
         target = config if key == "load_checkpoint" else config.pipeline.model
         setattr(target, key, value)
