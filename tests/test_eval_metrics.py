@@ -159,7 +159,7 @@ def test_views_rendered_at_half_size_are_upsampled_nearest_before_scoring(tiny_s
     from unic_lift_ns.data.label_maps import resize_label_map
     from unic_lift_ns.eval.evaluate import load_scene_gt
     from unic_lift_ns.eval.render import RenderedViews
-    from unic_lift_ns.pipeline import score_rendered
+    from unic_lift_ns.eval.evaluate import score_rendered
 
     gt = load_scene_gt(tiny_scene)
     half = [resize_label_map(torch.from_numpy(m), m.shape[0] // 2, m.shape[1] // 2).numpy() for m in gt.instances]

@@ -19,11 +19,12 @@ import pytest
 from plyfile import PlyData
 from scipy.spatial.transform import Rotation
 
-from unic_lift_ns.export.instances import export_instance, move_instance
+from unic_lift_ns.export.instances import export_instance, model_splats, move_instance
 from unic_lift_ns.export.ply import INSTANCE_PROPERTY, Splats, write_ply
 from unic_lift_ns.model import UniCLiftModel
 from unic_lift_ns.scripts import cli
-from unic_lift_ns.scripts.export import NS_EXPORT_MIN_OPACITY, entrypoint, faint_note, load_model, staged
+from unic_lift_ns.runs import load_run
+from unic_lift_ns.scripts.export import NS_EXPORT_MIN_OPACITY, entrypoint, faint_note, staged
 
 
 def run_cli(monkeypatch, *args) -> int:
@@ -72,7 +73,7 @@ def config(trained_run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model(config: Path) -> UniCLiftModel:
-    return load_model(config)
+    return load_run(config, test_mode="inference").model
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +187,12 @@ def test_default_min_gaussians_leaves_out_specks(monkeypatch, capsys, tmp_path, 
 
 def test_export_instance_function(tmp_path, model, labels) -> None:
     label = largest_labels(labels, 1)[0]
-    path = export_instance(model, label, tmp_path / "viewer")
+    path = export_instance(*model_splats(model, model.gaussian_labels()), label, tmp_path / "viewer")
     assert path == tmp_path / "viewer" / f"instance_{label}.ply"
     assert_matches_checkpoint(read_vertices(path), model, np.flatnonzero(labels == label))
     missing = int(labels.max()) + 1
     with pytest.raises(ValueError, match=f"label {missing}"):
-        export_instance(model, missing, tmp_path / "viewer")
+        export_instance(*model_splats(model, model.gaussian_labels()), missing, tmp_path / "viewer")
 
 
 def test_edit_remove_and_move(monkeypatch, capsys, umask_027, tmp_path, config, model, labels) -> None:

@@ -15,9 +15,12 @@ from nerfstudio.viewer.viewer_elements import ViewerClick, ViewerControl, Viewer
 from test_model import make_camera, make_model
 
 from conftest import setup_model
-from unic_lift_ns.labels import label_palette
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
+from unic_lift_ns.labels import OVERLAY_DIM, instance_overlay, label_palette
 from unic_lift_ns.model import UniCLiftModelConfig
-from unic_lift_ns.viewer import DIM, confined_folder, gaussian_filter_for, instance_overlay, label_at
+from unic_lift_ns.pipeline import UniCLiftPipelineConfig
+from unic_lift_ns.viewer import InstanceViewer, confined_folder, gaussian_filter_for, label_at
 
 
 def test_label_at_reads_the_clicked_pixel_and_rejects_background():
@@ -43,24 +46,31 @@ def test_overlay_blends_and_highlights_the_selection():
     labels = torch.tensor([1, 2]).repeat_interleave(10).reshape(4, 5)
     assert torch.allclose(instance_overlay(rgb, labels, 0.0), rgb)
     assert torch.allclose(instance_overlay(rgb, labels, 1.0), label_palette(labels))
-    half = instance_overlay(rgb, labels.unsqueeze(-1), 0.5, selected=2)
+    half = instance_overlay(rgb, labels.unsqueeze(-1), 0.5, highlighted=2)
     chosen = labels == 2
     assert torch.allclose(half[chosen], 0.5 * rgb[chosen] + 0.5 * label_palette(labels)[chosen])
-    assert torch.allclose(half[~chosen], DIM * rgb[~chosen])
+    assert torch.allclose(half[~chosen], OVERLAY_DIM * rgb[~chosen])
 
 
-def test_viewer_finds_the_elements_on_the_model():
-    model = make_model()
-    names = {path.split("/")[-1] for path, _ in parse_object(model, ViewerElement, "Custom Elements")}
+def test_viewer_finds_the_elements_on_the_pipeline(tiny_scene: Path):
+    """GARField's layout: the GUI is on the pipeline (which nerfstudio's viewer parses), the model holds none."""
+    datamanager = UniCLiftDataManagerConfig(data=tiny_scene, dataparser=NerfstudioDataParserConfig(load_3D_points=True))
+    config = UniCLiftPipelineConfig(datamanager=datamanager, model=UniCLiftModelConfig())
+    pipeline = config.setup(device="cpu", test_mode="inference")
+    names = {path.split("/")[-1] for path, _ in parse_object(pipeline, ViewerElement, "Custom Elements")}
     assert {"decoding", "overlay_opacity", "pick_instance", "subset_isolate", "subset_hide", "write_selected"} <= names
-    assert [e for _, e in parse_object(model, ViewerControl, "Custom Elements")] == [model.instance_gui.viewer_control]
-    assert not [key for key in model.state_dict() if "instance_gui" in key]  # checkpoints are unchanged
+    controls = [e for _, e in parse_object(pipeline, ViewerControl, "Custom Elements")]
+    assert controls == [pipeline.instance_gui.viewer_control]
+    assert parse_object(pipeline.model, ViewerElement, "Custom Elements") == []
+    assert not [key for key in pipeline.state_dict() if "instance_gui" in key]  # checkpoints are unchanged
 
 
 def test_overlay_output_follows_the_slider():
     model = make_model()
     model.eval()
-    model.instance_gui.overlay_opacity.value = 1.0
+    gui = InstanceViewer(model)
+    gui.overlay_opacity.value = 1.0
+    gui.set_overlay_opacity()  # what the slider's callback runs
     outputs = model.get_outputs_for_camera(make_camera())
     assert torch.allclose(outputs["instance_overlay"], outputs["instance"])
 
@@ -100,7 +110,7 @@ def trained_like_model():
 
 def test_pick_is_one_shot_and_isolate_hide_show_all():
     model = trained_like_model()
-    gui = model.instance_gui
+    gui = InstanceViewer(model)
     gui.viewer_control = FakeControl()
     gui.start_pick()
     assert gui.viewer_control.callback is not None
@@ -126,7 +136,7 @@ def test_pick_is_one_shot_and_isolate_hide_show_all():
 
 def test_click_on_background_keeps_the_selection():
     model = trained_like_model()
-    gui = model.instance_gui
+    gui = InstanceViewer(model)
     gui.viewer_control = FakeControl()
     gui.select(9)
     gui.start_pick()
@@ -177,7 +187,7 @@ def test_export_refusals_write_nothing(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where '~' would lead
     texts = escapes(tmp_path)
     model = trained_like_model()
-    gui = model.instance_gui
+    gui = InstanceViewer(model)
     attach_run(gui, tmp_path / "run")
     gui.select(5)
     (tmp_path / "run" / "exports" / "instance_5.ply").symlink_to(tmp_path / "outside" / "target.ply")
@@ -194,7 +204,7 @@ def test_export_refusals_write_nothing(monkeypatch, tmp_path: Path):
 def test_export_without_a_viewer_is_refused(monkeypatch, tmp_path: Path):
     monkeypatch.chdir(tmp_path)  # relative paths must not land in the working directory
     model = trained_like_model()  # the GUI holds its model weakly
-    gui = model.instance_gui
+    gui = InstanceViewer(model)
     gui.select(5)
     assert gui.export_selected() is None
     assert gui.written.value.startswith("refused: no run directory")
@@ -203,7 +213,7 @@ def test_export_without_a_viewer_is_refused(monkeypatch, tmp_path: Path):
 
 def test_export_into_the_run_directory_and_errors_in_the_gui(tmp_path: Path):
     model = trained_like_model()  # the GUI holds its model weakly
-    gui = model.instance_gui
+    gui = InstanceViewer(model)
     assert gui.export_selected() is None and "pick" in gui.written.value
     run = tmp_path / "run"
     run.mkdir()
@@ -240,7 +250,7 @@ def votes_scene():
 
 def test_decoding_dropdown_switches_the_model_decoding():
     model = votes_scene()
-    gui = model.instance_gui
+    gui = InstanceViewer(model)
     assert gui.decoding.options == ["rendered-embedding", "gaussian-votes"]
     assert gui.decoding.value == model.config.instance_decoding == "rendered-embedding"
 
@@ -271,7 +281,8 @@ class VotesOnlyConfig(UniCLiftModelConfig):
 
 
 def test_decoding_dropdown_offers_only_what_the_config_allows():
-    gui = setup_model(VotesOnlyConfig()).instance_gui
+    model = setup_model(VotesOnlyConfig())
+    gui = InstanceViewer(model)
     assert gui.decoding.options == ["gaussian-votes"] and gui.decoding.value == "gaussian-votes"
 
 

@@ -1,4 +1,4 @@
-"""Embedding-to-Label decoding (Sec. 3.3, last paragraph; appendix A.1) and label colours.
+"""Embedding-to-Label decoding (Sec. 3.3, last paragraph; appendix A.1), label colours and the instance overlay.
 
 A rendered embedding ``V`` in R^d is decoded without clustering: ``b = 1[sigmoid(V) > 0.5]`` and
 ``l = sum_k b_k 2^(k-1)``, where bit ``k = 1`` (channel 0) is the least significant bit.
@@ -6,11 +6,16 @@ A rendered embedding ``V`` in R^d is decoded without clustering: ``b = 1[sigmoid
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
 MAX_BITS = 62
 """Largest embedding dimension whose labels fit in a non-negative int64."""
+
+OVERLAY_DIM = 0.3
+"""Brightness of the pixels outside the highlighted instance in the overlay."""
 
 _GOLDEN = 0.6180339887498949
 """Fractional golden ratio: consecutive labels get hues about 0.38 of a turn apart."""
@@ -73,3 +78,21 @@ def label_palette(labels: Tensor) -> Tensor:
     hue = (labels.double() * _GOLDEN) % 1.0
     sat_val = torch.tensor(_SAT_VAL, dtype=torch.float64, device=labels.device)[labels % len(_SAT_VAL)]
     return _hsv_to_rgb(hue, sat_val[..., 0], sat_val[..., 1]).float()
+
+
+def instance_overlay(rgb: Tensor, labels: Tensor, opacity: float, highlighted: Optional[int] = None) -> Tensor:
+    """Instance colours blended over RGB: ``(1 - a) rgb + a colour``.
+
+    With a highlighted label, only that instance is blended; every other pixel is dimmed to ``OVERLAY_DIM`` rgb.
+
+    Args:
+        rgb: [H, W, 3] colours in [0, 1].
+        labels: [H, W] or [H, W, 1] integer labels.
+        opacity: a in [0, 1].
+        highlighted: label to highlight, or None for all instances.
+    """
+    labels = labels.reshape(rgb.shape[:2]).long()
+    blended = (1.0 - opacity) * rgb + opacity * label_palette(labels).to(rgb)
+    if highlighted is None:
+        return blended
+    return torch.where((labels == highlighted).unsqueeze(-1), blended, OVERLAY_DIM * rgb)

@@ -33,7 +33,7 @@ from torch.nn import Parameter
 
 from unic_lift_ns.data.label_maps import resize_label_map
 from unic_lift_ns.errors import InputError
-from unic_lift_ns.labels import embedding_to_label, label_palette, max_labels
+from unic_lift_ns.labels import embedding_to_label, instance_overlay, label_palette, max_labels
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,
@@ -45,7 +45,6 @@ from unic_lift_ns.losses import (
 )
 from unic_lift_ns.metrics import LazyLPIPS
 from unic_lift_ns.rasterization import rasterize
-from unic_lift_ns.viewer import InstanceViewer
 
 SEMANTIC_IGNORE = 255
 MAX_EMBEDDING_DIM = 24
@@ -159,7 +158,8 @@ class UniCLiftModel(SplatfactoModel):
         self.crop_box = None
         # Boolean [N] mask of the Gaussians drawn outside training (the viewer's isolate/hide); None = all.
         self.gaussian_filter: Optional[Tensor] = None
-        self.instance_gui = InstanceViewer(self)  # live-viewer instance tools (overlay, pick, isolate, export)
+        self.overlay_opacity = 0.5  # how strongly the instance_overlay output tints RGB (the viewer's slider)
+        self.highlighted_label: Optional[int] = None  # the one instance instance_overlay shows (the viewer's pick)
         if cfg.use_bilateral_grid:
             raise ValueError("--pipeline.model.use-bilateral-grid is not supported by unic-lift")
         self.background_color = (
@@ -346,7 +346,9 @@ class UniCLiftModel(SplatfactoModel):
             labels = self.decode_instances(rendered)
             outputs["instance"] = label_palette(labels)
             outputs["instance_label"] = labels.float().unsqueeze(-1)
-            outputs["instance_overlay"] = self.instance_gui.overlay(outputs["rgb"], labels)  # type: ignore[arg-type]
+            outputs["instance_overlay"] = instance_overlay(
+                outputs["rgb"], labels, self.overlay_opacity, self.highlighted_label  # type: ignore[arg-type]
+            )
             if "semantic_logits" in rendered:
                 classes = rendered["semantic_logits"].argmax(dim=-1)
                 outputs["semantics"] = label_palette(classes)

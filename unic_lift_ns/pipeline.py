@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Type, Union
+from typing import Dict, Optional, Type
 
 import numpy as np
-import torch
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from unic_lift_ns.data.label_maps import resize_label_map
-from unic_lift_ns.eval.evaluate import EvalResult, SceneGT, has_gt, load_scene_gt, score
-from unic_lift_ns.eval.render import RenderedViews, check_label_output, dataset_stems, render_eval_views
+from unic_lift_ns.eval.evaluate import has_gt, load_scene_gt, score_rendered
+from unic_lift_ns.eval.render import check_label_output, dataset_stems, render_eval_views
+from unic_lift_ns.viewer import InstanceViewer
 
 
 @dataclass
@@ -30,36 +29,14 @@ class UniCLiftPipelineConfig(VanillaPipelineConfig):
     """Score the rendered instance labels (PQ^scene, mIoU) when the data folder has gt/."""
 
 
-def score_rendered(rendered: RenderedViews, gt: Union[SceneGT, Path]) -> EvalResult:
-    """Score rendered eval views against the ground truth of the same views, matched by file stem.
-
-    ``gt`` is that ground truth, or a scene folder whose gt/ is read for exactly the rendered views (split.json is
-    not used: the checkpoint's own eval split is scored). Views rendered smaller than the ground truth (training
-    on images_2 or with --downscale-factor) are scored after nearest-neighbour upsampling of their label maps, so
-    labels are never averaged.
-    """
-    if not isinstance(gt, SceneGT):
-        gt = load_scene_gt(gt, eval_stems=rendered.stems)
-    index = {stem: i for i, stem in enumerate(rendered.stems)}
-    missing = [s for s in gt.eval_stems if s not in index]
-    if missing:
-        raise ValueError(f"The ground truth to score holds views that were not rendered: {missing[:5]}")
-
-    def at_gt_size(maps: List[np.ndarray]) -> List[np.ndarray]:
-        return [
-            resize_label_map(torch.from_numpy(maps[index[stem]]), *target.shape).numpy()
-            for stem, target in zip(gt.eval_stems, gt.instances)
-        ]
-
-    semantics = at_gt_size(rendered.semantics) if rendered.semantics is not None else None
-    result = score(at_gt_size(rendered.instances), gt, semantics)
-    return result.with_image_metrics(rendered.mean_image_metrics())
-
-
 class UniCLiftPipeline(VanillaPipeline):
     """Renders every eval view once, reports image metrics and, with ground truth, instance metrics."""
 
     config: UniCLiftPipelineConfig
+
+    def __init__(self, config: UniCLiftPipelineConfig, device: str, *args, **kwargs) -> None:
+        super().__init__(config, device, *args, **kwargs)
+        self.instance_gui = InstanceViewer(self.model)  # live-viewer instance tools (decoding, pick, isolate, export)
 
     @property
     def scene_dir(self) -> Optional[Path]:

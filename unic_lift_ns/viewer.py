@@ -1,10 +1,11 @@
 """Instance tools for nerfstudio's live viewer: decoding choice, colour overlay, click-to-pick, isolate/hide and
 export.
 
-:class:`InstanceViewer` is a parameter-free ``nn.Module`` attribute of the model, so nerfstudio's viewer finds its
-``Viewer*`` elements (``parse_object`` only descends into modules) and installs them under "Custom Elements". The
-pure logic (label under a click, Gaussian masks, overlay image, export folder confinement) lives in functions that
-need no viewer.
+:class:`InstanceViewer` is a parameter-free ``nn.Module`` attribute of the pipeline (GARField's pattern), so
+nerfstudio's viewer finds its ``Viewer*`` elements (``parse_object`` only descends into modules) and installs them
+under "Custom Elements". It drives the model through its render settings (decoding, overlay opacity, highlighted
+label, Gaussian filter); the model knows nothing of it. The pure logic (label under a click, Gaussian masks, export
+folder confinement) lives in functions that need no viewer.
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ from nerfstudio.viewer.viewer_elements import (
 )
 from torch import Tensor, nn
 
-from unic_lift_ns.labels import label_palette
 
 if TYPE_CHECKING:
     from unic_lift_ns.model import UniCLiftModel
 
-DIM = 0.3
-"""Brightness of the pixels outside the selected instance in the overlay."""
 PICK_HEIGHT = 256
 """Height in pixels of the render that decodes the label under a click."""
 MIN_ALPHA = 0.5
@@ -59,24 +57,6 @@ def gaussian_filter_for(labels: Tensor, selected: int, mode: Literal["isolate", 
     """Boolean [N] mask of the Gaussians to draw: only the selected instance, or everything but it."""
     chosen = labels == selected
     return chosen if mode == "isolate" else ~chosen
-
-
-def instance_overlay(rgb: Tensor, labels: Tensor, opacity: float, selected: Optional[int] = None) -> Tensor:
-    """Instance colours blended over RGB: ``(1 - a) rgb + a colour``.
-
-    With a selection, only the selected instance is blended; every other pixel is dimmed to ``DIM`` rgb.
-
-    Args:
-        rgb: [H, W, 3] colours in [0, 1].
-        labels: [H, W] or [H, W, 1] integer labels.
-        opacity: a in [0, 1].
-        selected: label to highlight, or None for all instances.
-    """
-    labels = labels.reshape(rgb.shape[:2]).long()
-    blended = (1.0 - opacity) * rgb + opacity * label_palette(labels).to(rgb)
-    if selected is None:
-        return blended
-    return torch.where((labels == selected).unsqueeze(-1), blended, DIM * rgb)
 
 
 def confined_folder(run_dir: Path, text: str) -> Path:
@@ -128,8 +108,9 @@ class InstanceViewer(nn.Module):
             hint="How pixels get instance labels (the model config's instance_decoding)",
         )
         self.overlay_opacity = ViewerSlider(
-            "Overlay opacity", 0.5, 0.0, 1.0, 0.05, hint="Instance colours over RGB in the instance_overlay output"
-        )
+            "Overlay opacity", model.overlay_opacity, 0.0, 1.0, 0.05, cb_hook=lambda _: self.set_overlay_opacity(),
+            hint="Instance colours over RGB in the instance_overlay output",
+        )  # fmt: skip
         self.pick_instance = ViewerButton("Pick instance", cb_hook=lambda _: self.start_pick())
         self.picked = ViewerText("Selected", "none (click Pick instance, then the scene)", disabled=True)
         self.subset_hide = ViewerButton("Hide", cb_hook=lambda _: self.set_subset("hide"))
@@ -154,13 +135,14 @@ class InstanceViewer(nn.Module):
             return
         model.config.instance_decoding = self.decoding.value
 
-    def overlay(self, rgb: Tensor, labels: Tensor) -> Tensor:
-        """The ``instance_overlay`` output for the current slider value and selection."""
-        return instance_overlay(rgb, labels, float(self.overlay_opacity.value), self.selected)
+    def set_overlay_opacity(self) -> None:
+        """Tint ``instance_overlay`` as strongly as the slider says."""
+        self._owner().overlay_opacity = float(self.overlay_opacity.value)
 
     def select(self, label: Optional[int]) -> None:
-        """Select an instance (None clears) and show its label and Gaussian count."""
+        """Select an instance (None clears; ``instance_overlay`` highlights it) and show its Gaussian count."""
         self.selected = label
+        self._owner().highlighted_label = label
         if label is None:
             self.picked.value = "none"
         else:
@@ -232,7 +214,7 @@ class InstanceViewer(nn.Module):
         if self.selected is None:
             self.written.value = "nothing selected: pick an instance first"
             return None
-        from unic_lift_ns.export.instances import export_instance, instance_filename
+        from unic_lift_ns.export.instances import export_instance, instance_filename, model_splats
 
         run_dir, text = self.run_dir(), self.write_folder.value
         try:
@@ -244,7 +226,8 @@ class InstanceViewer(nn.Module):
             self.written.value = f"refused: {error}"
             return None
         try:
-            path = export_instance(self._owner(), self.selected, folder)
+            model = self._owner()
+            path = export_instance(*model_splats(model, model.gaussian_labels()), self.selected, folder)
         except (ValueError, OSError) as error:  # no Gaussian carries the label; folder is a file, permissions, ...
             self.written.value = f"not exported: {error}"
             return None

@@ -20,9 +20,9 @@ from torch import Tensor
 from unic_lift_ns.bench.budgets import Budget
 from unic_lift_ns.bench.methods import Variant
 from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
-from unic_lift_ns.eval.evaluate import EvalResult
+from unic_lift_ns.eval.evaluate import EvalResult, score_rendered
 from unic_lift_ns.eval.render import RenderedViews, render_eval_views
-from unic_lift_ns.pipeline import score_rendered
+from unic_lift_ns.runs import load_run
 
 NEVER = "1000000000"
 """A step interval that never comes: no periodic eval or checkpoint during timed training."""
@@ -158,9 +158,7 @@ def evaluate_run(config: Path, scene: Path, clustering: Optional[tuple[int, int]
     With ``clustering`` = (samples, min cluster size), the same embedding maps are also labelled by HDBSCAN +
     nearest centroid and scored (second value), so both label assignments are timed on identical inputs.
     """
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    _, pipeline, _, _ = eval_setup(config, test_mode="test")
+    pipeline = load_run(config, test_mode="test").pipeline
     model = pipeline.model
     views = render_eval_views(pipeline, keep_embeddings=True)
     _, seconds = timed_decoding(lambda e: model.decode_instances({"embedding": e}), views.embeddings)

@@ -20,18 +20,20 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from unic_lift_ns.data.label_maps import find_label_map, read_label_map
+from unic_lift_ns.data.label_maps import find_label_map, read_label_map, resize_label_map
 from unic_lift_ns.eval.panoptic import (
     count_instances,
     frame_panoptic_quality,
     scene_panoptic_quality,
     semantic_miou,
 )
+from unic_lift_ns.eval.render import RenderedViews
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU, track_segments
 
 UNTRACKED = "2D segmenter (untracked)"
@@ -239,3 +241,29 @@ def _size(labels: np.ndarray) -> str:
     """Size as WxH, like image viewers show it."""
     height, width = labels.shape
     return f"{width}x{height}"
+
+
+def score_rendered(rendered: RenderedViews, gt: Union[SceneGT, Path]) -> EvalResult:
+    """Score rendered eval views against the ground truth of the same views, matched by file stem.
+
+    ``gt`` is that ground truth, or a scene folder whose gt/ is read for exactly the rendered views (split.json is
+    not used: the checkpoint's own eval split is scored). Views rendered smaller than the ground truth (training
+    on images_2 or with --downscale-factor) are scored after nearest-neighbour upsampling of their label maps, so
+    labels are never averaged.
+    """
+    if not isinstance(gt, SceneGT):
+        gt = load_scene_gt(gt, eval_stems=rendered.stems)
+    index = {stem: i for i, stem in enumerate(rendered.stems)}
+    missing = [s for s in gt.eval_stems if s not in index]
+    if missing:
+        raise ValueError(f"The ground truth to score holds views that were not rendered: {missing[:5]}")
+
+    def at_gt_size(maps: List[np.ndarray]) -> List[np.ndarray]:
+        return [
+            resize_label_map(torch.from_numpy(maps[index[stem]]), *target.shape).numpy()
+            for stem, target in zip(gt.eval_stems, gt.instances)
+        ]
+
+    semantics = at_gt_size(rendered.semantics) if rendered.semantics is not None else None
+    result = score(at_gt_size(rendered.instances), gt, semantics)
+    return result.with_image_metrics(rendered.mean_image_metrics())

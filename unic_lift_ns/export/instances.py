@@ -1,7 +1,8 @@
 """Per-instance selection, export and editing of a UniC-Lift scene.
 
-Every Gaussian's instance label is its Embedding-to-Label code (``UniCLiftModel.gaussian_labels``). Instances are
-grouped with one stable sort, so exporting all of them costs O(N log N), not O(N x instances).
+Every function takes Gaussians (:class:`~unic_lift_ns.export.ply.Splats`) and their instance labels (a model's
+``gaussian_labels()``, its Embedding-to-Label codes), never a model. Instances are grouped with one stable sort, so
+exporting all of them costs O(N log N), not O(N x instances).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import open3d as o3d
 import torch
+from nerfstudio.models.splatfacto import SplatfactoModel
 from nerfstudio.utils.rich_utils import CONSOLE
 from scipy.spatial.transform import Rotation
+from torch import Tensor
 from tqdm import tqdm
 
 from unic_lift_ns.export.ply import Splats, write_ply
 from unic_lift_ns.labels import label_palette
-from unic_lift_ns.model import UniCLiftModel
 
 POINTCLOUD_DIR = "pointclouds"
 """Sub-folder of the coloured point clouds, one per instance."""
@@ -35,9 +37,10 @@ def instance_filename(label: int) -> str:
     return f"instance_{label}.ply"
 
 
-def model_splats(model: UniCLiftModel) -> Tuple[Splats, np.ndarray]:
-    """The finite Gaussians of ``model`` (NaN/Inf ones are dropped with a warning) and their [N] int64 labels."""
-    splats, labels = Splats.from_model(model), model.gaussian_labels().cpu().numpy()
+def model_splats(model: SplatfactoModel, labels: Tensor) -> Tuple[Splats, np.ndarray]:
+    """The finite Gaussians of a Splatfacto-like ``model`` (NaN/Inf ones are dropped with a warning) and their
+    [N] int64 ``labels`` (e.g. ``model.gaussian_labels()``)."""
+    splats, labels = Splats.from_model(model), labels.cpu().numpy()
     finite = splats.finite()
     if not finite.all():
         CONSOLE.print(f"[yellow]Dropping {int((~finite).sum())} Gaussians with NaN/Inf parameters")
@@ -92,13 +95,12 @@ def point_cloud(means: np.ndarray, label: int) -> o3d.geometry.PointCloud:
     return cloud
 
 
-def export_instance(model: UniCLiftModel, label: int, output_dir: Path) -> Path:
+def export_instance(splats: Splats, labels: np.ndarray, label: int, output_dir: Path) -> Path:
     """Write ``output_dir/instance_<label>.ply``, a standard 3DGS PLY of the Gaussians labelled ``label``.
 
     Raises:
         ValueError: no Gaussian has ``label``.
     """
-    splats, labels = model_splats(model)
     mask = labels == label
     if not mask.any():
         raise ValueError(f"No Gaussian has instance label {label}")

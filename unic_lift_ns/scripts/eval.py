@@ -17,7 +17,6 @@ from typing import Any, List, Literal, Optional
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
 
-from unic_lift_ns.checkpoints import named_checkpoint_errors
 from unic_lift_ns.eval.evaluate import (
     EvalResult,
     SceneGT,
@@ -25,6 +24,7 @@ from unic_lift_ns.eval.evaluate import (
     evaluate_segmenter_baselines,
     has_gt,
     load_scene_gt,
+    score_rendered,
 )
 from unic_lift_ns.eval.render import check_label_output, check_writable_folder, dataset_stems, render_eval_views
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
@@ -81,7 +81,7 @@ class EvalConfig:
             gt = load_scene_gt(scene, progress=True)
             stems = gt.eval_stems
         else:
-            run = self.load_run()
+            run = self.prepare_run()
             scene, stems, gt = run.scene, run.eval_stems, run.gt
         results: dict[str, EvalResult] = {}
         baselines = {}
@@ -107,17 +107,15 @@ class EvalConfig:
         write_json(output_json, output)
         CONSOLE.print(f"Saved results to: {output_json}")
 
-    def load_run(self) -> LoadedRun:
+    def prepare_run(self) -> RunToScore:
         """Load --load-config and everything its scoring needs, checking what can fail before rendering."""
-        from nerfstudio.utils.eval_utils import eval_setup
+        from unic_lift_ns.runs import load_run
 
-        from unic_lift_ns.model import UniCLiftModel
-
-        with named_checkpoint_errors("--load-config", self.load_config):
-            config, pipeline, _, step = eval_setup(self.load_config, test_mode="test")
-        if self.instance_decoding and type(pipeline.model) is not UniCLiftModel:
+        loaded = load_run(self.load_config, test_mode="test")
+        pipeline = loaded.pipeline
+        if self.instance_decoding and not loaded.is_unic_lift:
             raise ValueError(
-                f"--instance-decoding applies to unic-lift runs only, {self.load_config} is {config.method_name}"
+                f"--instance-decoding applies to unic-lift runs only, {self.load_config} is {loaded.config.method_name}"
             )
         scene = self.scene or pipeline.scene_dir
         if scene is None:
@@ -137,7 +135,7 @@ class EvalConfig:
                 "segmenter baselines need gt/instances and gt/semantics."
             )
             CONSOLE.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-        return LoadedRun(f"{config.method_name} (step {step})", pipeline, scene, stems, gt)
+        return RunToScore(loaded.name, pipeline, scene, stems, gt)
 
     def label_folders(self) -> List[Path]:
         """Folders --save-labels writes to: one per --instance-decoding, or --save-labels itself."""
@@ -145,10 +143,8 @@ class EvalConfig:
             return []
         return [self.save_labels / d for d in self.instance_decoding] or [self.save_labels]
 
-    def score_checkpoint(self, run: LoadedRun) -> dict[str, EvalResult]:
+    def score_checkpoint(self, run: RunToScore) -> dict[str, EvalResult]:
         """Render the run's eval views once per instance decoding, save their labels and score them by row name."""
-        from unic_lift_ns.pipeline import score_rendered
-
         decodings = self.instance_decoding or [None]
         folders = self.label_folders() or [None] * len(decodings)
         scores = {}
@@ -176,8 +172,8 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class LoadedRun:
-    """A loaded checkpoint with the views it renders and their ground truth."""
+class RunToScore:
+    """A loaded run with the views it renders and their ground truth."""
 
     name: str
     """Row name of its scores: method and step."""

@@ -29,12 +29,9 @@ from typing import Dict, Iterator, List, Optional, Pattern, Sequence, Tuple, Uni
 
 import numpy as np
 import tyro
-import yaml
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from typing_extensions import Annotated
 
-from unic_lift_ns.checkpoints import named_checkpoint_errors
 from unic_lift_ns.errors import few
 from unic_lift_ns.export.instances import (
     COMBINED_PLY,
@@ -47,7 +44,7 @@ from unic_lift_ns.export.instances import (
     remove_instances,
 )
 from unic_lift_ns.export.ply import Splats, write_ply
-from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.runs import load_run
 from unic_lift_ns.scripts.cli import run_cli
 
 INSTANCES_FILES = re.compile(
@@ -56,42 +53,6 @@ INSTANCES_FILES = re.compile(
 """Paths (relative, POSIX) that ``instances`` writes into --output-dir: those its --overwrite replaces or deletes."""
 NS_EXPORT_MIN_OPACITY = -5.5373
 """logit(1/255), as nerfstudio 1.1.5 writes it: ``ns-export gaussian-splat`` drops Gaussians of lower logit opacity."""
-
-
-def checkpoint_dir(config_path: Path, config: TrainerConfig) -> Path:
-    """The run's checkpoint folder: next to config.yml (a moved run) or where the config says."""
-    for folder in (config_path.parent / config.relative_model_dir, config.get_checkpoint_dir()):
-        if folder.is_dir() and any(folder.glob("step-*.ckpt")):
-            return folder.resolve()
-    raise FileNotFoundError(f"--load-config: no step-*.ckpt checkpoint next to {config_path} or in {folder}")
-
-
-def load_model(config_path: Path) -> UniCLiftModel:
-    """Load the UniC-Lift model of a run's config.yml (latest checkpoint), refusing other methods' runs."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    if not config_path.is_file():
-        raise FileNotFoundError(f"--load-config: no such file {config_path}")
-    try:
-        config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    except (yaml.YAMLError, ImportError, AttributeError, TypeError) as err:
-        raise ValueError(f"--load-config: {config_path} is not a readable nerfstudio config ({err})") from err
-    if not isinstance(config, TrainerConfig):
-        raise ValueError(f"--load-config: {config_path} is not a nerfstudio config.yml")
-    if not isinstance(config.pipeline.model, UniCLiftModelConfig):
-        raise ValueError(
-            f"--load-config: {config_path} is a '{config.method_name}' run "
-            f"({type(config.pipeline.model).__name__}), not a unic-lift run"
-        )
-    folder = checkpoint_dir(config_path, config)
-
-    def use_folder(loaded: TrainerConfig) -> TrainerConfig:
-        loaded.relative_model_dir = folder  # absolute, so get_checkpoint_dir() returns it unchanged
-        return loaded
-
-    with named_checkpoint_errors("--load-config", folder):
-        _, pipeline, _, _ = eval_setup(config_path, test_mode="inference", update_config_callback=use_folder)
-    return pipeline.model
 
 
 def describe_labels(groups: Dict[int, np.ndarray], limit: int = 20) -> str:
@@ -187,7 +148,8 @@ class Exporter:
 
     def load(self) -> Tuple[Splats, np.ndarray]:
         """The finite Gaussians of the run and their instance labels."""
-        return model_splats(load_model(self.load_config))
+        model = load_run(self.load_config, test_mode="inference").model
+        return model_splats(model, model.gaussian_labels())
 
 
 @dataclass
