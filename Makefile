@@ -16,22 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
 	@touch $@
 
-# CPU demo: a short schedule of the paper's recipe (full resolution from step 400, densification until 500,
-# triplet and 3D losses from 500), then PQ^scene/mIoU/PSNR on the eval views next to the 2D baselines, with the
-# paper's decoding of the rendered embedding and with per-Gaussian votes (--pipeline.model.instance-decoding).
+# CPU demo: `ns-train unic-lift-cpu`, the paper's recipe on a 1000-step schedule (full resolution from step 400,
+# densification until 500, triplet and 3D losses from 500; unic_lift_ns/method_config.py), then PQ^scene/mIoU/PSNR
+# on the eval views next to the 2D baselines, with the paper's decoding of the rendered embedding and with
+# per-Gaussian votes (--pipeline.model.instance-decoding).
 DEMO_RUN := $(shell date +%Y-%m-%d_%H%M%S)
-DEMO_FLAGS := --machine.device-type cpu --max-num-iterations 1000 \
-	--pipeline.model.resolution-schedule 200 --pipeline.model.warmup-length 100 \
-	--pipeline.model.stop-split-at 500 --pipeline.model.neighbour-loss-start 500 \
-	--pipeline.model.sh-degree-interval 200 --pipeline.model.densify-grad-thresh 0.003 \
-	--optimizers.embeddings.optimizer.lr 0.01 --optimizers.triplet-projection.optimizer.lr 0.001 \
-	--pipeline.model.instance-decoding gaussian-votes \
-	--steps-per-eval-image 100000 --steps-per-eval-all-images 100000 --steps-per-save 100000
 
 demo: $(STAMP)
-	$(VENV)/bin/ns-train unic-lift --data assets/demo --output-dir outputs --experiment-name demo \
-		--timestamp $(DEMO_RUN) --vis tensorboard --viewer.quit-on-train-completion True $(DEMO_FLAGS)
-	$(VENV)/bin/unic-lift-eval --load-config outputs/demo/unic-lift/$(DEMO_RUN)/config.yml \
+	$(VENV)/bin/ns-train unic-lift-cpu --data assets/demo --output-dir outputs --experiment-name demo \
+		--timestamp $(DEMO_RUN) --vis tensorboard --viewer.quit-on-train-completion True
+	$(VENV)/bin/unic-lift-eval --load-config outputs/demo/unic-lift-cpu/$(DEMO_RUN)/config.yml \
 		--instance-decoding rendered-embedding gaussian-votes
 
 test: $(STAMP)

@@ -17,6 +17,7 @@ from unic_lift_ns.bench.run import train_command
 from unic_lift_ns.bench.scenes import prepare_scene
 from unic_lift_ns.bench.table import COLUMNS
 from unic_lift_ns.eval.evaluate import TRACKED, UNTRACKED
+from unic_lift_ns.method_config import unic_lift_cpu_trainer_config
 from unic_lift_ns.scripts.bench import BenchConfig
 from unic_lift_ns.synth.generate import SynthConfig
 
@@ -45,7 +46,7 @@ def test_budget_flags_scale_with_steps_and_variant_flags_win():
     assert flags["--pipeline.model.stop-split-at"] == "200"
     assert flags["--pipeline.model.neighbour-loss-start"] == "200"
     assert CPU_SMALL.train_flags("unic-lift", 40)["--pipeline.model.stop-split-at"] == "20"
-    assert "--pipeline.model.neighbour-loss-start" not in CPU_SMALL.train_flags("contrastive-lift", 400)
+    assert CPU_SMALL.train_flags("contrastive-lift", 400)["--pipeline.model.neighbour-loss-start"] == "200"
     assert BUDGETS["gpu-paper"].train_flags("unic-lift", 30000)["--pipeline.model.stop-split-at"] == "15000"
     assert set(typing.get_args(typing.get_type_hints(BenchConfig)["budget"])) == set(BUDGETS)
 
@@ -71,6 +72,33 @@ def test_every_variant_command_parses_with_ns_train(budget):
         for flag, value in variant.flags.items():
             actual = getattr(model, flag.removeprefix("--pipeline.model.").replace("-", "_"))
             assert str(actual) == value if isinstance(actual, bool) else actual == type(actual)(value), (flag, actual)
+
+
+def test_cpu_small_trains_with_the_unic_lift_cpu_recipe_scaled_to_its_steps():
+    """cpu-small's flags, through ns-train's parser, give every method the schedule and densification threshold of
+    `unic_lift_cpu_trainer_config(steps)`, and UniC-Lift its learning rates; the flags are those of before
+    `unic-lift-cpu`, plus the (inert: weight 0) 3D-loss start for the baselines."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    assert CPU_SMALL.train_flags("unic-lift", 300) == {
+        "--pipeline.model.warmup-length": "30", "--pipeline.model.resolution-schedule": "60",
+        "--pipeline.model.stop-split-at": "150", "--pipeline.model.sh-degree-interval": "60",
+        "--pipeline.model.neighbour-loss-start": "150", "--pipeline.model.densify-grad-thresh": "0.003",
+        "--optimizers.embeddings.optimizer.lr": "0.01", "--optimizers.triplet-projection.optimizer.lr": "0.001",
+    }  # fmt: skip
+    recipe = unic_lift_cpu_trainer_config(300)
+    fields = ("warmup_length", "resolution_schedule", "stop_split_at", "sh_degree_interval", "neighbour_loss_start",
+              "densify_grad_thresh")  # fmt: skip
+    for method in ("unic-lift", "contrastive-lift", "gaussian-clustering"):
+        variant = next(v for v in VARIANTS if v.name == method)
+        cmd = train_command(variant, CPU_SMALL, 300, Path("s"), Path("r"), "e", "cpu", Path("u.json"))
+        config = tyro.cli(AnnotatedBaseConfigUnion, args=cmd[cmd.index(method) :])
+        for name in fields:
+            assert getattr(config.pipeline.model, name) == getattr(recipe.pipeline.model, name), (method, name)
+        if method == "unic-lift":
+            for group in ("embeddings", "triplet_projection"):
+                assert config.optimizers[group]["optimizer"].lr == recipe.optimizers[group]["optimizer"].lr, group
 
 
 def test_scenes_are_reused_only_when_their_settings_match(tmp_path):

@@ -5,8 +5,6 @@ before the first step with one line naming the file or flag."""
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -26,20 +24,13 @@ from unic_lift_ns.method_config import unic_lift_trainer_config
 from unic_lift_ns.trainer import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[1]
 RESUMED_STEPS = 30
+CPU_METHOD = "unic-lift-cpu"
 
 
-def readme_cpu_recipe() -> List[str]:
-    """The README's CPU recipe: the Makefile's DEMO_FLAGS, continuation lines joined."""
-    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    return shlex.split(re.search(r"^DEMO_FLAGS := (.*)$", text, re.MULTILINE).group(1))
-
-
-def with_steps(flags: List[str], steps: int) -> List[str]:
-    """``flags`` with --max-num-iterations set to ``steps``."""
-    index = flags.index("--max-num-iterations")
-    return flags[:index] + ["--max-num-iterations", str(steps)] + flags[index + 2 :]
+def readme_cpu_recipe(steps: int) -> List[str]:
+    """The README's CPU recipe, `ns-train unic-lift-cpu`, stopped after ``steps`` steps (its schedule unchanged)."""
+    return [str(BIN / "ns-train"), CPU_METHOD, "--max-num-iterations", str(steps)]
 
 
 def run_flags(scene: Path, output_dir: Path, name: str) -> List[str]:
@@ -61,11 +52,10 @@ def no_semantics_scene(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def interrupted_run(no_semantics_scene: Path, tmp_path_factory) -> dict:
-    """`ns-train unic-lift` with the README's CPU recipe, stopped by SIGINT a few seconds into training."""
+    """The README's CPU recipe (`ns-train unic-lift-cpu`), stopped by SIGINT a few seconds into training."""
     output_dir = tmp_path_factory.mktemp("interrupted")
     log = output_dir / "log.txt"
-    flags = with_steps(readme_cpu_recipe(), 100000)
-    cmd = [str(BIN / "ns-train"), "unic-lift", *run_flags(no_semantics_scene, output_dir, "a"), *flags]
+    cmd = [*readme_cpu_recipe(100000), *run_flags(no_semantics_scene, output_dir, "a")]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
@@ -74,8 +64,8 @@ def interrupted_run(no_semantics_scene: Path, tmp_path_factory) -> dict:
         time.sleep(4.0)
         proc.send_signal(signal.SIGINT)
         returncode = proc.wait(timeout=120)
-    return {"returncode": returncode, "log": log.read_text(), "run_dir": output_dir / "a" / "unic-lift" / "run",
-            "flags": flags, "output_dir": output_dir}  # fmt: skip
+    return {"returncode": returncode, "log": log.read_text(), "run_dir": output_dir / "a" / CPU_METHOD / "run",
+            "output_dir": output_dir}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -102,14 +92,13 @@ def test_resume_continues_exactly_like_the_uninterrupted_run(interrupted_run: di
     load_dir = interrupted_run["run_dir"] / "nerfstudio_models"
     for name, steps, extra in (("resumed", RESUMED_STEPS, ["--load-dir", str(load_dir)]),
                                ("straight", step + 1 + RESUMED_STEPS, [])):  # fmt: skip
-        cmd = [str(BIN / "ns-train"), "unic-lift", *run_flags(no_semantics_scene, output_dir, name),
-               *with_steps(interrupted_run["flags"], steps), *extra]  # fmt: skip
+        cmd = [*readme_cpu_recipe(steps), *run_flags(no_semantics_scene, output_dir, name), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     final = step + RESUMED_STEPS
     before = torch.load(checkpoints(interrupted_run["run_dir"])[step], map_location="cpu")
-    resumed = torch.load(checkpoints(output_dir / "resumed" / "unic-lift" / "run")[final], map_location="cpu")
-    straight = torch.load(checkpoints(output_dir / "straight" / "unic-lift" / "run")[final], map_location="cpu")
+    resumed = torch.load(checkpoints(output_dir / "resumed" / CPU_METHOD / "run")[final], map_location="cpu")
+    straight = torch.load(checkpoints(output_dir / "straight" / CPU_METHOD / "run")[final], map_location="cpu")
 
     names = [k for k, v in straight["pipeline"].items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
     assert {"_model.gauss_params.embeddings", "_model.gauss_params.means", "_model.triplet_projection.weight"} <= set(names)

@@ -5,6 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
+from unic_lift_ns.method_config import (
+    CPU_DENSIFY_GRAD_THRESH,
+    CPU_LEARNING_RATES,
+    CPU_SCHEDULE,
+    PAPER_SCHEDULE,
+    Schedule,
+    scaled_step,
+)
+
+MODEL = "--pipeline.model."
+
+
+def flag(field_path: str) -> str:
+    """The `ns-train` flag of a config field path ('optimizers.triplet_projection.optimizer.lr')."""
+    return "--" + field_path.replace("_", "-")
+
 
 @dataclass(frozen=True)
 class Frac:
@@ -14,7 +30,7 @@ class Frac:
     """Fraction of the step count."""
 
     def steps(self, total: int) -> int:
-        return max(1, round(self.value * total))
+        return scaled_step(self.value, total)
 
 
 FlagValue = Union[str, Frac]
@@ -38,18 +54,19 @@ class Budget:
     """Samples HDBSCAN clusters (Contrastive Lift's post-hoc clustering and the bits-vs-HDBSCAN row)."""
     clustering_min_size: int
     """HDBSCAN's minimum cluster size for those samples."""
-    flags: Mapping[str, FlagValue] = field(default_factory=dict)
-    """Flags for every method (Splatfacto's schedule)."""
+    schedule: Schedule
+    """When each phase of training starts, for every method (they share the UniC-Lift backbone)."""
+    flags: Mapping[str, str] = field(default_factory=dict)
+    """Other flags for every method."""
     method_flags: Mapping[str, Mapping[str, FlagValue]] = field(default_factory=dict)
     """Extra flags per `ns-train` method (its own losses and learning rates)."""
 
     def train_flags(self, method: str, steps: int) -> dict[str, str]:
-        """Flag -> value for ``method`` trained for ``steps`` steps (fractions resolved)."""
-        merged = {**self.flags, **self.method_flags.get(method, {})}
+        """Flag -> value for ``method`` trained for ``steps`` steps (schedule and fractions resolved)."""
+        scheduled = {flag(f"pipeline.model.{name}"): str(step) for name, step in self.schedule.at(steps).items()}
+        merged = {**scheduled, **self.flags, **self.method_flags.get(method, {})}
         return {k: str(v.steps(steps)) if isinstance(v, Frac) else v for k, v in merged.items()}
 
-
-MODEL = "--pipeline.model."
 
 CPU_CLUSTERING_SAMPLES, CPU_CLUSTERING_MIN_SIZE = 20_000, 20
 """HDBSCAN samples and minimum cluster size at the small budget (Contrastive Lift's 10^5 and 100, scaled)."""
@@ -62,19 +79,10 @@ CPU_SMALL = Budget(
     num_points=5000,
     clustering_samples=CPU_CLUSTERING_SAMPLES,
     clustering_min_size=CPU_CLUSTERING_MIN_SIZE,
-    flags={
-        f"{MODEL}warmup-length": Frac(0.1),
-        f"{MODEL}resolution-schedule": Frac(0.2),
-        f"{MODEL}stop-split-at": Frac(0.5),
-        f"{MODEL}sh-degree-interval": Frac(0.2),
-        f"{MODEL}densify-grad-thresh": "0.003",
-    },
+    schedule=CPU_SCHEDULE,
+    flags={f"{MODEL}densify-grad-thresh": str(CPU_DENSIFY_GRAD_THRESH)},
     method_flags={
-        "unic-lift": {
-            f"{MODEL}neighbour-loss-start": Frac(0.5),
-            "--optimizers.embeddings.optimizer.lr": "0.01",
-            "--optimizers.triplet-projection.optimizer.lr": "0.001",
-        },
+        "unic-lift": {flag(f"optimizers.{group}.optimizer.lr"): str(lr) for group, lr in CPU_LEARNING_RATES.items()},
         "contrastive-lift": {
             "--optimizers.embeddings.optimizer.lr": "0.01",
             f"{MODEL}cluster-num-samples": str(CPU_CLUSTERING_SAMPLES),
@@ -88,11 +96,12 @@ CPU_SMALL = Budget(
         },
     },
 )
-"""A short CPU schedule (the `make demo` recipe scaled to its step count) on small scenes. Embedding learning
-rates are raised for every method (as in `make demo` and the baselines' CPU tests), the clustering baselines'
-losses apply more often, and HDBSCAN clusters 20k samples with its minimum cluster size scaled to match
-(Contrastive Lift: 100 of 10^5). Sized for 8 variants x {25, 50} objects in about 30 min on a free 2-core CPU;
-``--steps 400 --resolution 96 --views 40`` scores higher and takes about 1.5x as long."""
+"""`unic-lift-cpu`'s recipe (`make demo`: its schedule scaled to the step count, its densification threshold and,
+for UniC-Lift, its learning rates) on small scenes. The baselines' embedding learning rates are raised too (as in
+their CPU tests), the clustering baselines' losses apply more often, and HDBSCAN clusters 20k samples with its
+minimum cluster size scaled to match (Contrastive Lift: 100 of 10^5). Sized for 8 variants x {25, 50} objects in
+about 30 min on a free 2-core CPU; ``--steps 400 --resolution 96 --views 40`` scores higher and takes about 1.5x
+as long."""
 
 GPU_PAPER = Budget(
     name="gpu-paper",
@@ -102,13 +111,7 @@ GPU_PAPER = Budget(
     num_points=20000,
     clustering_samples=100_000,
     clustering_min_size=100,
-    flags={
-        f"{MODEL}warmup-length": Frac(500 / 30000),
-        f"{MODEL}resolution-schedule": Frac(3000 / 30000),
-        f"{MODEL}stop-split-at": Frac(15000 / 30000),
-        f"{MODEL}sh-degree-interval": Frac(1000 / 30000),
-    },
-    method_flags={"unic-lift": {f"{MODEL}neighbour-loss-start": Frac(15000 / 30000)}},
+    schedule=PAPER_SCHEDULE,
 )
 """The paper's schedule (section 4, appendix B.2): 30k steps, densification and 3D loss switch at 15k; every
 method keeps its own defaults otherwise (Contrastive Lift: HDBSCAN on 10^5 samples, minimum cluster size 100)."""
