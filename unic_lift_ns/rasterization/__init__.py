@@ -15,8 +15,8 @@ def rasterize(
 ) -> Tuple[Tensor, Tensor, Dict]:  # fmt: skip
     """``gsplat.rendering.rasterization`` when every tensor is on CUDA, else :func:`rasterize_torch`.
 
-    Takes the same arguments and returns ``(render_colors, render_alphas, info)``. gsplat is imported
-    lazily, so CPU runs never load its CUDA extension.
+    Takes the same arguments and returns ``(render_colors, render_alphas, info)``. gsplat loads its
+    CUDA extension lazily, on the first kernel call, so CPU runs never build or load it.
     """
     tensors = [means, quats, scales, opacities, colors, viewmats, Ks]
     tensors += [v for v in kwargs.values() if isinstance(v, Tensor)]

@@ -1,11 +1,18 @@
-"""EWA projection of 3D Gaussians to the image plane (pinhole), following gsplat 1.4.0."""
+"""Projection stage (gsplat's ``fully_fused_projection``): 3D Gaussians to pinhole screen space by EWA splatting.
+
+The camera transform and the Jacobian-projected covariance (3DGS eq. 5) are gsplat's own pure-PyTorch
+reference (``_world_to_cam``, ``_persp_proj``). Blur, conics, radius and culling follow gsplat 1.4.0's
+CUDA kernel, which that reference does not reproduce: the kernel keeps depths equal to the near or far
+plane and culls a non-positive blurred determinant and ``radius <= radius_clip``. Culled entries are
+kept finite here, so that they cannot turn gradients into NaN.
+"""
 
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
+from gsplat.cuda._torch_impl import _persp_proj, _world_to_cam
 from torch import Tensor
 
 
@@ -19,21 +26,9 @@ class Projection(NamedTuple):
     compensations: Optional[Tensor]  # [C, N], only for the antialiased mode
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices [..., 3, 3] from (not necessarily normalised) wxyz quaternions [..., 4]."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]  # fmt: skip
-    return torch.stack(rows, dim=-1).reshape(quats.shape[:-1] + (3, 3))
-
-
-def project_gaussians(
+def fully_fused_projection(
     means: Tensor,  # [N, 3]
-    quats: Optional[Tensor],  # [N, 4]
-    scales: Optional[Tensor],  # [N, 3]
+    covars: Tensor,  # [N, 3, 3]
     viewmats: Tensor,  # [C, 4, 4]
     Ks: Tensor,  # [C, 3, 3]
     width: int,
@@ -43,43 +38,19 @@ def project_gaussians(
     far_plane: float = 1e10,
     radius_clip: float = 0.0,
     calc_compensations: bool = False,
-    covars: Optional[Tensor] = None,  # [N, 3, 3]
 ) -> Projection:
-    """Differentiable pinhole EWA splatting with gsplat's blur, clamping and culling rules.
+    """Differentiable pinhole projection with gsplat's blur, clamping and culling rules.
 
     Gaussians are culled (radius 0) when their depth is outside ``[near_plane, far_plane]``, the
     blurred 2D covariance is degenerate, the radius is ``<= radius_clip`` or the
     ``radius``-square around the projected mean misses the image.
     """
-    R = viewmats[:, :3, :3]  # [C, 3, 3]
-    t = viewmats[:, :3, 3]  # [C, 3]
-    means_c = torch.einsum("cij,nj->cni", R, means) + t[:, None, :]  # [C, N, 3]
-    x, y, z = means_c.unbind(-1)
+    means_c, covars_c = _world_to_cam(means, covars, viewmats)  # [C, N, 3], [C, N, 3, 3]
+    z = means_c[..., 2]
     depth_ok = (z >= near_plane) & (z <= far_plane)
-    z_safe = torch.where(depth_ok, z, torch.ones_like(z))  # keeps culled entries finite
-
-    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [C, 1]
-    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    # Jacobian of the perspective projection, evaluated at a frustum-clamped point.
-    lim_x_pos = (width - cx) / fx + 0.3 * (0.5 * width / fx)
-    lim_x_neg = cx / fx + 0.3 * (0.5 * width / fx)
-    lim_y_pos = (height - cy) / fy + 0.3 * (0.5 * height / fy)
-    lim_y_neg = cy / fy + 0.3 * (0.5 * height / fy)
-    tx = z_safe * torch.maximum(torch.minimum(x / z_safe, lim_x_pos), -lim_x_neg)
-    ty = z_safe * torch.maximum(torch.minimum(y / z_safe, lim_y_pos), -lim_y_neg)
-    zeros = torch.zeros_like(z)
-    J = torch.stack(
-        [fx / z_safe, zeros, -fx * tx / z_safe**2, zeros, fy / z_safe, -fy * ty / z_safe**2], dim=-1
-    ).reshape(z.shape + (2, 3))
-
-    if covars is None:
-        M = quat_to_rotmat(quats) * scales[:, None, :]  # [N, 3, 3], covar = M M^T
-        JM = J @ (R[:, None] @ M[None])  # [C, N, 2, 3]
-        cov2d = JM @ JM.transpose(-1, -2)
-    else:
-        cov_c = R[:, None] @ covars[None] @ R.transpose(-1, -2)[:, None]
-        cov2d = J @ cov_c @ J.transpose(-1, -2)
-    means2d = torch.stack([fx * x / z_safe + cx, fy * y / z_safe + cy], dim=-1)  # [C, N, 2]
+    z_safe = torch.where(depth_ok, z, torch.ones_like(z))  # culled entries are projected from depth 1
+    means_c = torch.cat([means_c[..., :2], z_safe[..., None]], dim=-1)
+    means2d, cov2d = _persp_proj(means_c, covars_c, Ks, width, height)  # [C, N, 2], [C, N, 2, 2]
 
     c00, c01, c11 = cov2d[..., 0, 0], 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0]), cov2d[..., 1, 1]
     det_orig = c00 * c11 - c01 * c01
