@@ -10,7 +10,7 @@ from unic_lift_ns.synth.generate import SynthConfig, generate_scene
 
 
 def setup_model(config, num_points: int = 300, seed: int = 0, metadata=None):
-    """A model of ``config`` (a UniCLiftModelConfig or subclass) on random seed points in [-0.3, 0.3]^3."""
+    """A model of ``config`` (a SegmentationSplatModelConfig subclass) on random seed points in [-0.3, 0.3]^3."""
     import torch
     from nerfstudio.data.scene_box import SceneBox
 

@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from unic_lift_ns.export.instances import export_instance, model_splats, move_instance
 from unic_lift_ns.export.ply import INSTANCE_PROPERTY, Splats, write_ply
-from unic_lift_ns.model import UniCLiftModel
+from unic_lift_ns.models.unic_lift import UniCLiftModel
 from unic_lift_ns.scripts import cli
 from unic_lift_ns.runs import load_run
 from unic_lift_ns.scripts.export import NS_EXPORT_MIN_OPACITY, entrypoint, faint_note, staged

@@ -18,7 +18,7 @@ LAYERS: List[List[str]] = [
     ["labels", "metrics", "checkpoints", "losses", "clustering", "rasterization", "data.label_maps", "synth",
      "export.ply", "baselines.contrastive_lift_losses", "baselines.gaussian_clustering_losses"],
     ["data.dataset", "data.datamanager", "eval", "export.instances", "trainer"],
-    ["model"],
+    ["model", "models"],
     ["viewer"],
     ["pipeline"],
     ["baselines.contrastive_lift", "baselines.gaussian_clustering"],
@@ -127,6 +127,7 @@ def test_the_walk_reads_absolute_and_relative_imports() -> None:
     """The walk itself: the model's imports (it imported the viewer before the GUI moved to the pipeline) and a
     package's relative import."""
     known = set(module_names())
-    assert "labels" in package_imports("model", known) and "viewer" not in package_imports("model", known)
-    assert layer_of("viewer") > layer_of("model") and layer_of("rasterization.torch_backend") == 1
+    model_imports = package_imports("models.unic_lift", known)
+    assert {"labels", "models.backbone"} <= model_imports and "viewer" not in model_imports
+    assert layer_of("viewer") > layer_of("models.unic_lift") and layer_of("rasterization.torch_backend") == 1
     assert "rasterization.torch_backend" in package_imports("rasterization", known)  # relative import resolved

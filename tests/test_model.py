@@ -11,7 +11,7 @@ from gsplat.strategy.ops import duplicate, remove, split
 from nerfstudio.cameras.cameras import Cameras
 
 from unic_lift_ns.labels import label_palette
-from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.models.unic_lift import UniCLiftModel, UniCLiftModelConfig
 from unic_lift_ns.synth.cameras import look_at
 
 from conftest import setup_model
@@ -163,7 +163,7 @@ def test_checkpoint_round_trip_resizes_embeddings(tmp_path):
 def test_checkpoint_of_another_method_is_refused():
     model = make_model()
     state = {k: v for k, v in model.state_dict().items() if "embeddings" not in k}
-    with pytest.raises(ValueError, match="unic-lift checkpoint.*embeddings"):
+    with pytest.raises(ValueError, match="checkpoint of UniCLiftModel.*embeddings"):
         model.load_state_dict(state)
 
 
@@ -172,3 +172,59 @@ def test_too_many_segments_for_the_embedding_is_refused():
     with pytest.raises(ValueError, match=r"frame_00003.png has 9 segments.*2\^3 = 8"):
         make_model(embedding_dim=3, metadata={"segment_counts": {mask: 9}})
     make_model(embedding_dim=3, metadata={"segment_counts": {mask: 8}})  # exactly 2^d is fine
+
+
+def test_gaussian_cache_is_rebuilt_when_the_strategy_replaces_the_gaussians() -> None:
+    """One cache rule for every method's neighbour structure: refinement replaces ``means`` (even at an equal
+    Gaussian count), so indices cached for the old tensor are stale; otherwise rebuild every ``refresh_every``."""
+    model = make_model()
+    builds = []
+
+    def build() -> int:
+        builds.append(model.step)
+        return len(builds)
+
+    model.step = 0
+    assert model.gaussian_cache("pairs", build, refresh_every=100) == 1
+    model.step = 50
+    assert model.gaussian_cache("pairs", build, refresh_every=100) == 1  # same Gaussians, within the interval
+    optimizers = {name: torch.optim.Adam([p], lr=1e-3) for name, p in model.gauss_params.items()}
+    keep_all = torch.zeros(model.num_points, dtype=torch.bool)
+    remove(params=model.gauss_params, optimizers=optimizers, state={}, mask=keep_all)  # new tensors, same count
+    assert model.gaussian_cache("pairs", build, refresh_every=100) == 2
+    model.step = 150
+    assert model.gaussian_cache("pairs", build, refresh_every=100) == 3
+    assert builds == [0, 50, 150]
+
+
+def test_each_method_config_has_only_its_own_flags() -> None:
+    """`ns-train contrastive-lift --help` lists no UniC-Lift flag (triplet, cluster loss, Eq. 6, decoding)."""
+    import dataclasses
+
+    from nerfstudio.configs.method_configs import all_methods
+
+    unic_lift_only = ("triplet", "cluster_loss", "neighbour", "instance_decoding", "linear_layer")
+    for method in ("contrastive-lift", "gaussian-clustering"):
+        names = [f.name for f in dataclasses.fields(all_methods[method].pipeline.model)]
+        assert not [n for n in names if any(word in n for word in unic_lift_only)], method
+        assert "triplet_projection" not in all_methods[method].optimizers, method
+    names = [f.name for f in dataclasses.fields(all_methods["unic-lift"].pipeline.model)]
+    assert {"triplet_loss_weight", "neighbour_loss_weight", "instance_decoding"} <= set(names)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (gsplat's kernels)")
+def test_backbone_renders_rgb_and_depth_like_splatfacto() -> None:
+    """The backbone's device-safe copy of Splatfacto's rendering against Splatfacto's own ``get_outputs`` on the
+    same Gaussians (called on the same model object, so both read identical parameters)."""
+    from nerfstudio.models.splatfacto import SplatfactoModel
+
+    model = make_model().to("cuda")
+    model.eval()
+    camera = make_camera(64).to("cuda")
+    with torch.no_grad():
+        ours = model.get_outputs(camera)
+        theirs = SplatfactoModel.get_outputs(model, camera)
+    torch.testing.assert_close(ours["rgb"], theirs["rgb"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours["depth"], theirs["depth"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours["accumulation"], theirs["accumulation"], rtol=1e-4, atol=1e-4)

@@ -20,7 +20,7 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints
 from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
-from unic_lift_ns.model import UniCLiftModelConfig
+from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipelineConfig
 from unic_lift_ns.trainer import UniCLiftTrainerConfig
 

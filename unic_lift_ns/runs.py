@@ -16,7 +16,8 @@ from nerfstudio.engine.trainer import TrainerConfig
 
 from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints, named_checkpoint_errors
 from unic_lift_ns.errors import InputError
-from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
+from unic_lift_ns.models.unic_lift import UniCLiftModel
 from unic_lift_ns.pipeline import UniCLiftPipeline
 
 
@@ -34,7 +35,7 @@ class Run:
     """Step of the loaded checkpoint."""
 
     @property
-    def model(self) -> UniCLiftModel:
+    def model(self) -> SegmentationSplatModel:
         return self.pipeline.model
 
     @property
@@ -67,7 +68,7 @@ def read_run_config(config_path: Path, flag: str = "--load-config") -> TrainerCo
         raise InputError(f"{flag}: {config_path} is not a readable nerfstudio config ({err})") from err
     if not isinstance(config, TrainerConfig):
         raise InputError(f"{flag}: {config_path} is not a nerfstudio config.yml")
-    if not isinstance(config.pipeline.model, UniCLiftModelConfig):
+    if not isinstance(config.pipeline.model, SegmentationSplatModelConfig):
         raise InputError(
             f"{flag}: {config_path} is a '{config.method_name}' run ({type(config.pipeline.model).__name__}), "
             "not a run of unic-lift or its baselines"

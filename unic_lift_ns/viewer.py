@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 
 if TYPE_CHECKING:
-    from unic_lift_ns.model import UniCLiftModel
+    from unic_lift_ns.models.backbone import SegmentationSplatModel
 
 PICK_HEIGHT = 256
 """Height in pixels of the render that decodes the label under a click."""
@@ -84,9 +84,10 @@ def confined_folder(run_dir: Path, text: str) -> Path:
     return folder
 
 
-def decoding_options(model: UniCLiftModel) -> List[str]:
-    """The ``instance_decoding`` values the model's config type allows (a subclass may narrow the Literal)."""
-    return list(get_args(get_type_hints(type(model.config))["instance_decoding"]))
+def decoding_options(model: SegmentationSplatModel) -> List[str]:
+    """The ``instance_decoding`` values the model's config type allows (a subclass may narrow the Literal); none
+    for a method without a decoding choice (the clustering baselines)."""
+    return list(get_args(get_type_hints(type(model.config)).get("instance_decoding", ())))
 
 
 class InstanceViewer(nn.Module):
@@ -95,18 +96,19 @@ class InstanceViewer(nn.Module):
     nerfstudio lists the elements by attribute name, so the names below sort in display order.
     """
 
-    def __init__(self, model: UniCLiftModel) -> None:
+    def __init__(self, model: SegmentationSplatModel) -> None:
         super().__init__()
         self._model = weakref.ref(model)  # a weak reference: registering the model as a submodule would loop
         self.selected: Optional[int] = None
         self.viewer_control = ViewerControl()
-        self.decoding = ViewerDropdown(
-            "Instance decoding",
-            model.config.instance_decoding,
-            decoding_options(model),
-            cb_hook=lambda _: self.set_decoding(),
-            hint="How pixels get instance labels (the model config's instance_decoding)",
-        )
+        if decoding_options(model):
+            self.decoding = ViewerDropdown(
+                "Instance decoding",
+                model.config.instance_decoding,
+                decoding_options(model),
+                cb_hook=lambda _: self.set_decoding(),
+                hint="How pixels get instance labels (the model config's instance_decoding)",
+            )
         self.overlay_opacity = ViewerSlider(
             "Overlay opacity", model.overlay_opacity, 0.0, 1.0, 0.05, cb_hook=lambda _: self.set_overlay_opacity(),
             hint="Instance colours over RGB in the instance_overlay output",
@@ -122,7 +124,7 @@ class InstanceViewer(nn.Module):
         self.write_selected = ViewerButton("Export selected", cb_hook=lambda _: self.export_selected())
         self.written = ViewerText("Exported to", "", disabled=True)
 
-    def _owner(self) -> UniCLiftModel:
+    def _owner(self) -> SegmentationSplatModel:
         model = self._model()
         assert model is not None, "the model of this viewer GUI was deleted"
         return model

@@ -27,19 +27,17 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
     slow_fast_contrastive_loss,
 )
 from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
-from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipeline, UniCLiftPipelineConfig
 
 
 @dataclass
-class ContrastiveLiftModelConfig(UniCLiftModelConfig):
-    """Contrastive Lift's instance field and losses on the UniC-Lift Gaussians (Splatfacto)."""
+class ContrastiveLiftModelConfig(SegmentationSplatModelConfig):
+    """Contrastive Lift's instance field and losses on the segmentation backbone (Splatfacto)."""
 
     _target: Type = field(default_factory=lambda: ContrastiveLiftModel)
     embedding_dim: int = 3
     """Dimension D of the fast and slow embeddings (Contrastive Lift: 3 on Messy Rooms, 24 on ScanNet/Replica)."""
-    neighbour_loss_weight: float = 0.0
-    """UniC-Lift's 3D neighbourhood loss (Eq. 6 of UniC-Lift); off, it is not part of Contrastive Lift."""
     slow_fast_loss_weight: float = 0.1
     """Weight of the slow-fast contrastive loss, Eq. 4 (appendix B.2: 0.1 for the instance losses)."""
     concentration_loss_weight: float = 0.1
@@ -68,7 +66,7 @@ class ContrastiveLiftModelConfig(UniCLiftModelConfig):
     """Seed of the view and pixel draws of the clustering samples."""
 
 
-class ContrastiveLiftModel(UniCLiftModel):
+class ContrastiveLiftModel(SegmentationSplatModel):
     """Fast and slow per-Gaussian embeddings, slow-fast losses and HDBSCAN + nearest-centroid labels."""
 
     config: ContrastiveLiftModelConfig
@@ -92,9 +90,6 @@ class ContrastiveLiftModel(UniCLiftModel):
         self._centroids: Optional[Tensor] = None
         self._groups: List[Tuple[Optional[int], int, int]] = []  # (thing class or None, first, end) centroid rows
         self._sampling = False
-
-    def _check_segment_counts(self) -> None:
-        """Contrastive Lift has no bound on the number of segments per mask, unlike UniC-Lift's 2^d labels."""
 
     @property
     def semantic_guided(self) -> bool:

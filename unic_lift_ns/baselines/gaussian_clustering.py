@@ -29,18 +29,16 @@ from unic_lift_ns.baselines.gaussian_clustering_losses import (
     spatial_similarity_loss,
 )
 from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
-from unic_lift_ns.model import UniCLiftModel, UniCLiftModelConfig
+from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 
 
 @dataclass
-class GaussianClusteringModelConfig(UniCLiftModelConfig):
+class GaussianClusteringModelConfig(SegmentationSplatModelConfig):
     """Contrastive Gaussian Clustering: per-Gaussian features, L_CC, spatial-similarity regularisation, clustering."""
 
     _target: Type = field(default_factory=lambda: GaussianClusteringModel)
     embedding_dim: int = 16
     """Size of the per-Gaussian segmentation feature f."""
-    neighbour_loss_weight: float = 0.0
-    """UniC-Lift's 3D loss (Eq. 6 of UniC-Lift) is replaced by the spatial-similarity regularisation: keep 0."""
     contrastive_loss_weight: float = 1.0
     """Weight of the contrastive clustering loss L_CC."""
     contrastive_every: int = 50
@@ -62,15 +60,15 @@ class GaussianClusteringModelConfig(UniCLiftModelConfig):
     far_weight: float = 0.1
     """lambda_far: weight of the push between far Gaussians (cosine similarity)."""
     spatial_refresh_every: int = 1000
-    """Rebuild the KD-tree neighbours every this many steps (and whenever the number of Gaussians changed)."""
+    """Rebuild the KD-tree neighbours every this many steps (and whenever densification changes the Gaussians)."""
     cluster_max_samples: int = 20000
     """HDBSCAN clusters at most this many Gaussians' features (a fixed random subset); all are then assigned."""
     cluster_min_size: int = 50
     """HDBSCAN's minimum cluster size, in sampled Gaussians."""
 
 
-class GaussianClusteringModel(UniCLiftModel):
-    """UniC-Lift's backbone with the losses and the clustering-based labels of Contrastive Gaussian Clustering."""
+class GaussianClusteringModel(SegmentationSplatModel):
+    """The segmentation backbone with the losses and the clustering-based labels of Contrastive Gaussian Clustering."""
 
     config: GaussianClusteringModelConfig
 
@@ -79,8 +77,6 @@ class GaussianClusteringModel(UniCLiftModel):
         self.clustering_seconds = 0.0  # wall time of the latest (lazy) fit of the clustering, for the bench
         self._centroids: Optional[Tensor] = None
         self._centroids_key: Optional[Tuple[int, int]] = None
-        self._spatial: Optional[Tuple[Tensor, Tensor]] = None
-        self._spatial_step = -1
         self._spatial_generator = torch.Generator()
         self._spatial_generator.manual_seed(0)
 
@@ -128,30 +124,17 @@ class GaussianClusteringModel(UniCLiftModel):
         loss = contrastive_clustering_loss(features, segments, cfg.contrastive_alpha, cfg.min_temperature)
         return {"contrastive_loss": cfg.contrastive_loss_weight * loss}
 
-    def _spatial_neighbours(self) -> Tuple[Tensor, Tensor]:
-        """KD-tree neighbours of every Gaussian, rebuilt periodically and when Gaussians were added or removed."""
-        stale = (
-            self._spatial is None
-            or self.step - self._spatial_step >= self.config.spatial_refresh_every
-            or self._spatial[0].shape[0] != self.num_points
-        )
-        if stale:
-            self._spatial = spatial_neighbours(self.means.detach(), self.config.spatial_num_near)
-            self._spatial_step = self.step
-        assert self._spatial is not None
-        return self._spatial
-
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        """Rendering loss + L_CC (via :meth:`instance_losses`) + spatial-similarity regularisation (+ semantics)."""
-        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+    def gaussian_losses(self) -> Dict[str, Tensor]:
+        """The spatial-similarity regularisation on its scheduled steps, over cached KD-tree neighbours."""
         cfg = self.config
-        if self.training and applies_at(self.step, cfg.spatial_every) and (cfg.near_weight > 0 or cfg.far_weight > 0):
-            means = self.means.detach()
-            near, radius = self._spatial_neighbours()
-            anchors, near, far, far_valid = sample_spatial_pairs(
-                means, near, radius, cfg.spatial_num_anchors, cfg.spatial_num_far, self._spatial_generator
-            )
-            loss_dict["spatial_loss"] = spatial_similarity_loss(
-                self.embeddings, anchors, near, far, far_valid, cfg.near_weight, cfg.far_weight
-            )
-        return loss_dict
+        if not applies_at(self.step, cfg.spatial_every) or (cfg.near_weight <= 0 and cfg.far_weight <= 0):
+            return {}
+        means = self.means.detach()
+        near, radius = self.gaussian_cache(
+            "spatial_neighbours", lambda: spatial_neighbours(means, cfg.spatial_num_near), cfg.spatial_refresh_every
+        )
+        anchors, near, far, far_valid = sample_spatial_pairs(
+            means, near, radius, cfg.spatial_num_anchors, cfg.spatial_num_far, self._spatial_generator
+        )
+        loss = spatial_similarity_loss(self.embeddings, anchors, near, far, far_valid, cfg.near_weight, cfg.far_weight)
+        return {"spatial_loss": loss}

@@ -1,7 +1,7 @@
 """nerfstudio method registration of the baselines (entry points `nerfstudio.method_configs`).
 
-Each baseline reuses the `unic-lift` trainer configuration (`unic_lift_trainer_config`) and swaps in its own
-model and per-Gaussian optimiser entries.
+Each baseline reuses the `unic-lift` trainer configuration (`unic_lift_trainer_config`), swaps in its own
+model (on the segmentation backbone) and per-Gaussian optimiser entries, and drops UniC-Lift's linear layer W.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def gaussian_clustering_trainer_config() -> TrainerConfig:
     """
     config = unic_lift_trainer_config()
     config.method_name = "gaussian-clustering"
+    del config.optimizers["triplet_projection"]  # UniC-Lift's linear layer W
     config.pipeline.model = GaussianClusteringModelConfig()
     config.optimizers["embeddings"] = {"optimizer": AdamOptimizerConfig(lr=0.0025, eps=1e-15), "scheduler": None}
     return config
@@ -45,6 +46,7 @@ def contrastive_lift_trainer_config() -> TrainerConfig:
     """
     config = unic_lift_trainer_config()
     config.method_name = "contrastive-lift"
+    del config.optimizers["triplet_projection"]  # UniC-Lift's linear layer W
     config.pipeline = ContrastiveLiftPipelineConfig(
         datamanager=config.pipeline.datamanager, model=ContrastiveLiftModelConfig()
     )

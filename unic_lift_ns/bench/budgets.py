@@ -62,8 +62,16 @@ class Budget:
     """Extra flags per `ns-train` method (its own losses and learning rates)."""
 
     def train_flags(self, method: str, steps: int) -> dict[str, str]:
-        """Flag -> value for ``method`` trained for ``steps`` steps (schedule and fractions resolved)."""
-        scheduled = {flag(f"pipeline.model.{name}"): str(step) for name, step in self.schedule.at(steps).items()}
+        """Flag -> value for ``method`` trained for ``steps`` steps (schedule and fractions resolved); the
+        schedule sets only the phases the method's model has (the baselines have no 3D-loss start)."""
+        from nerfstudio.configs.method_configs import all_methods
+
+        model = all_methods[method].pipeline.model
+        scheduled = {
+            flag(f"pipeline.model.{name}"): str(step)
+            for name, step in self.schedule.at(steps).items()
+            if hasattr(model, name)
+        }
         merged = {**scheduled, **self.flags, **self.method_flags.get(method, {})}
         return {k: str(v.steps(steps)) if isinstance(v, Frac) else v for k, v in merged.items()}
 

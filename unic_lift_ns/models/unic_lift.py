@@ -1,0 +1,185 @@
+"""UniC-Lift on the segmentation backbone: a learnable d-dim embedding per Gaussian, rendered like colour (Eq. 3),
+trained with the cluster-contrastive (Eq. 4), triplet (Eq. 5) and 3D neighbourhood (Eq. 6) losses of Eq. 7, and
+decoded to instance labels by Embedding-to-Label (sigmoid, threshold 0.5, bits read as an integer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Type
+
+import torch
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+from torch.nn import Parameter
+
+from unic_lift_ns.errors import InputError
+from unic_lift_ns.labels import embedding_to_label, max_labels
+from unic_lift_ns.losses import (
+    boundary_triplets,
+    cluster_contrastive_loss,
+    neighbour_pairs,
+    neighbourhood_loss,
+    random_triplets,
+    triplet_loss,
+)
+from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
+
+MAX_EMBEDDING_DIM = 24
+"""Largest d: a d-bit label is exact in float32 (the viewer's ``instance_label``), int32 PLY properties and
+32-bit label maps."""
+
+
+@dataclass
+class UniCLiftModelConfig(SegmentationSplatModelConfig):
+    """UniC-Lift model: the backbone's per-Gaussian embeddings as instance codes (paper section 3.3)."""
+
+    _target: Type = field(default_factory=lambda: UniCLiftModel)
+    embedding_dim: int = 12
+    """Dimension d of the per-Gaussian embedding v (Eq. 3), 1 to 24; at most 2^d instances can be told apart."""
+    cluster_loss_weight: float = 0.1
+    """lambda_cluster of Eq. 7 (cluster-contrastive loss, Eq. 4)."""
+    triplet_loss_weight: float = 0.1
+    """lambda_triplet of Eq. 7 (triplet loss, Eq. 5)."""
+    neighbour_loss_weight: float = 0.1
+    """lambda_3D of Eq. 7 (3D neighbourhood loss, Eq. 6)."""
+    triplet_margin: float = 1.0
+    """Margin delta of the triplet loss (Eq. 5)."""
+    max_triplets: int = 3000
+    """Maximum number of triplets per step."""
+    triplet_mining: Literal["boundary", "random"] = "boundary"
+    """Where triplets come from: 'boundary' (hard mining at mask boundaries, paper) or 'random' (appendix A.3)."""
+    triplet_start: Optional[int] = None
+    """Step from which the triplet loss is on; None = once densification has stopped (stop_split_at)."""
+    use_linear_layer: bool = True
+    """Apply the learnable d x d linear layer W before the triplet loss (z = W sigmoid(V)); off = ablation."""
+    neighbour_tau: float = 0.01
+    """tau of Eq. 6: Gaussians whose centres are within this SQUARED distance are neighbours."""
+    neighbour_loss_start: int = 15000
+    """Step from which the 3D neighbourhood loss is on (paper: 15000, appendix B.2)."""
+    neighbour_refresh_every: int = 1000
+    """Recompute the neighbour pairs with a KD-tree every this many steps (and when densification changes the
+    Gaussians)."""
+    max_neighbours: int = 16
+    """At most this many neighbours per Gaussian in Eq. 6."""
+    instance_decoding: Literal["rendered-embedding", "gaussian-votes"] = "rendered-embedding"
+    """How pixels get labels outside training. 'rendered-embedding' (paper, Sec. 3.3): Embedding-to-Label of the
+    rendered V. 'gaussian-votes': Embedding-to-Label of every Gaussian first, then each pixel decodes the
+    alpha-composited +-1 bits of the Gaussians whose semantic class is not 0 (stuff does not vote; the semantic
+    guidance of Contrastive Lift, appendix B.3); when the semantic head saw no semantic masks, every Gaussian
+    votes. Still O(n) and clustering-free; it removes the third codes that blends of unequal embeddings (and of
+    untrained background embeddings) decode to at object boundaries."""
+
+
+class UniCLiftModel(SegmentationSplatModel):
+    """The backbone with UniC-Lift's losses (Eq. 7), its linear layer W and Embedding-to-Label decoding."""
+
+    config: UniCLiftModelConfig
+
+    def populate_modules(self) -> None:
+        """The backbone's Gaussians, plus the linear layer W of the triplet branch (Eq. 5), initialised to I."""
+        cfg = self.config
+        if not 1 <= cfg.embedding_dim <= MAX_EMBEDDING_DIM:
+            raise InputError(
+                f"--pipeline.model.embedding-dim must be in [1, {MAX_EMBEDDING_DIM}], got {cfg.embedding_dim}: labels "
+                f"have d bits and must stay exact in the viewer's float32 instance_label output"
+            )
+        super().populate_modules()
+        self.triplet_projection = torch.nn.Linear(cfg.embedding_dim, cfg.embedding_dim, bias=False)
+        torch.nn.init.eye_(self.triplet_projection.weight)
+        self._triplet_generator = torch.Generator()
+        self._triplet_generator.manual_seed(0)
+        self._votes_gated: Optional[bool] = None  # whether the last gaussian-votes decoding gated by semantics
+        self._check_segment_counts()
+
+    def _check_segment_counts(self) -> None:
+        """Refuse masks with more segments than the 2^d labels the embedding can encode."""
+        counts: Dict = self.kwargs.get("metadata", {}).get("segment_counts", {}) or {}
+        limit = max_labels(self.config.embedding_dim)
+        too_many = {path: n for path, n in counts.items() if n > limit}
+        if too_many:
+            path, n = next(iter(too_many.items()))
+            raise InputError(
+                f"{path} has {n} segments, more than the 2^{self.config.embedding_dim} = {limit} labels of a "
+                f"{self.config.embedding_dim}-d embedding ({len(too_many)} mask file(s) affected); "
+                "raise --pipeline.model.embedding-dim"
+            )
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        """The backbone's state and the triplet sampler's generator."""
+        return {**super().get_extra_state(), "triplet_generator": self._triplet_generator.get_state()}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        self._triplet_generator.set_state(state["triplet_generator"])
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        groups = super().get_param_groups()
+        groups["triplet_projection"] = list(self.triplet_projection.parameters())
+        return groups
+
+    def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The embedding v (Eq. 3) and semantic logits, plus each Gaussian's own bits as +-1 votes outside
+        training with 'gaussian-votes'."""
+        features = super().segmentation_features(params)
+        if self.config.instance_decoding == "gaussian-votes" and not self.training:
+            votes = torch.where(params["embeddings"] > 0, 1.0, -1.0)
+            gated = "semantic_logits" in params and self.semantic_head_trained()
+            if gated:
+                votes = votes * (params["semantic_logits"].argmax(dim=-1, keepdim=True) != 0)
+            self._log_votes_gating(gated)
+            features["label_votes"] = votes
+        return features
+
+    def _log_votes_gating(self, gated: bool) -> None:
+        """Say once (and again when it changes) whether gaussian-votes leaves background Gaussians out."""
+        if gated == self._votes_gated:
+            return
+        self._votes_gated = gated
+        if gated:
+            CONSOLE.log("gaussian-votes: Gaussians of semantic class 0 (background) do not vote")
+        else:
+            CONSOLE.log(
+                "[yellow]gaussian-votes: the semantic head saw no semantic masks, so every Gaussian votes "
+                "(add semantic_masks/ to keep background Gaussians out of the vote)"
+            )
+
+    def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
+        """Embedding-to-Label (Sec. 3.3): bits of the embedding or, with 'gaussian-votes', of the rendered votes;
+        no clustering."""
+        return embedding_to_label(maps.get("label_votes", maps["embedding"]))
+
+    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
+        """The 2D instance losses on the rendered embedding: lambda_cluster Eq. 4 and lambda_triplet Eq. 5.
+
+        Args:
+            outputs: training outputs of :meth:`get_outputs`.
+            segments: [H*W] int64 mask segment ids at render size.
+        """
+        cfg = self.config
+        embedding = outputs["embedding"]
+        squashed = torch.sigmoid(embedding.reshape(-1, cfg.embedding_dim))
+        loss_dict = {"cluster_loss": cfg.cluster_loss_weight * cluster_contrastive_loss(squashed, segments)}
+        triplet_start = cfg.stop_split_at if cfg.triplet_start is None else cfg.triplet_start
+        if cfg.triplet_loss_weight > 0 and self.step >= triplet_start:
+            mine = boundary_triplets if cfg.triplet_mining == "boundary" else random_triplets
+            anchor, positive, negative = mine(
+                segments.reshape(embedding.shape[:2]), cfg.max_triplets, self._triplet_generator
+            )
+            z = self.triplet_projection(squashed) if cfg.use_linear_layer else squashed
+            loss_dict["triplet_loss"] = cfg.triplet_loss_weight * triplet_loss(
+                z, anchor, positive, negative, cfg.triplet_margin
+            )
+        return loss_dict
+
+    def gaussian_losses(self) -> Dict[str, Tensor]:
+        """lambda_3D Eq. 6 from ``neighbour_loss_start`` on, over the cached neighbour pairs."""
+        cfg = self.config
+        if cfg.neighbour_loss_weight <= 0 or self.step < cfg.neighbour_loss_start:
+            return {}
+        pairs = self.gaussian_cache(
+            "neighbour_pairs",
+            lambda: neighbour_pairs(self.means.detach(), cfg.neighbour_tau, cfg.max_neighbours),
+            cfg.neighbour_refresh_every,
+        )
+        return {"neighbour_loss": cfg.neighbour_loss_weight * neighbourhood_loss(self.embeddings, pairs)}
