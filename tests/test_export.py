@@ -299,7 +299,7 @@ def test_bad_inputs_exit_2_and_write_nothing(monkeypatch, capsys, tmp_path, conf
     other = tmp_path / "splatfacto" / "config.yml"
     other.parent.mkdir()
     # the same run, but of Splatfacto: config class and model class both swapped
-    text = config.read_text().replace("unic_lift_ns.model.UniCLift", "nerfstudio.models.splatfacto.Splatfacto")
+    text = config.read_text().replace("unic_lift_ns.models.unic_lift.UniCLift", "nerfstudio.models.splatfacto.Splatfacto")
     other.write_text(text.replace("method_name: unic-lift", "method_name: splatfacto"))
     message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", other, "--output-dir", out)
     assert f"--load-config: {other} is a 'splatfacto' run" in message
