@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from conftest import make_scene
-from unic_lift_ns.bench.budgets import BUDGETS, CPU_SMALL
-from unic_lift_ns.bench.methods import VARIANTS, select_variants
-from unic_lift_ns.bench.run import train_command
-from unic_lift_ns.bench.scenes import prepare_scene
-from unic_lift_ns.bench.table import COLUMNS
+from unic_lift_ns.comparison.budgets import BUDGETS, CPU_SMALL
+from unic_lift_ns.comparison.methods import VARIANTS, select_variants
+from unic_lift_ns.comparison.run import train_command
+from unic_lift_ns.comparison.scenes import prepare_scene
+from unic_lift_ns.comparison.table import COLUMNS
 from unic_lift_ns.eval.evaluate import TRACKED, UNTRACKED
-from unic_lift_ns.method_config import unic_lift_cpu_trainer_config
+from unic_lift_ns.unic_lift_methods import unic_lift_cpu_trainer_config
 from unic_lift_ns.scripts.bench import BenchConfig
 from unic_lift_ns.synth.generate import SynthConfig
 

@@ -158,7 +158,7 @@ def test_views_rendered_at_half_size_are_upsampled_nearest_before_scoring(tiny_s
 
     from unic_lift_ns.data.label_maps import resize_label_map
     from unic_lift_ns.eval.evaluate import load_scene_gt
-    from unic_lift_ns.eval.render import RenderedViews
+    from unic_lift_ns.eval.rendered_views import RenderedViews
     from unic_lift_ns.eval.evaluate import score_rendered
 
     gt = load_scene_gt(tiny_scene)
@@ -173,7 +173,7 @@ def test_views_rendered_at_half_size_are_upsampled_nearest_before_scoring(tiny_s
 def test_saved_labels_wider_than_16_bits_read_back_exactly(tmp_path):
     """d up to 24 gives labels < 2^24: such a folder is written as .npy; semantics stay 8-bit PNGs."""
     from unic_lift_ns.data.label_maps import find_label_map, read_label_map
-    from unic_lift_ns.eval.render import RenderedViews
+    from unic_lift_ns.eval.rendered_views import RenderedViews
 
     rng = np.random.default_rng(0)
     narrow, wide = rng.integers(0, 2**16, (6, 5)), rng.integers(2**16, 2**24, (6, 5))

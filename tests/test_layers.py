@@ -15,16 +15,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unic_lift_ns"
 
 LAYERS: List[List[str]] = [
     ["errors", "baselines.__init__", "data.__init__", "export.__init__"],
-    ["labels", "metrics", "checkpoints", "losses", "clustering", "rasterization", "data.label_maps", "synth",
+    ["instance_codes", "lazy_lpips", "checkpoints", "losses", "clustering", "rasterization", "data.label_maps", "synth",
      "export.ply", "baselines.contrastive_lift_losses", "baselines.gaussian_clustering_losses"],
     ["data.dataset", "data.datamanager", "eval", "export.instances", "trainer"],
     ["model", "models"],
     ["viewer"],
     ["pipeline"],
     ["baselines.contrastive_lift", "baselines.gaussian_clustering"],
-    ["method_config", "runs"],
-    ["baselines.method_configs"],
-    ["bench"],
+    ["unic_lift_methods", "runs"],
+    ["baselines.baseline_methods"],
+    ["comparison"],
     ["scripts"],
 ]  # fmt: skip
 """Lowest first. An entry names a module or a sub-package (every module below it)."""
@@ -128,6 +128,6 @@ def test_the_walk_reads_absolute_and_relative_imports() -> None:
     package's relative import."""
     known = set(module_names())
     model_imports = package_imports("models.unic_lift", known)
-    assert {"labels", "models.backbone"} <= model_imports and "viewer" not in model_imports
+    assert {"instance_codes", "models.backbone"} <= model_imports and "viewer" not in model_imports
     assert layer_of("viewer") > layer_of("models.unic_lift") and layer_of("rasterization.torch_backend") == 1
     assert "rasterization.torch_backend" in package_imports("rasterization", known)  # relative import resolved

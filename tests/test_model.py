@@ -10,7 +10,7 @@ import torch
 from gsplat.strategy.ops import duplicate, remove, split
 from nerfstudio.cameras.cameras import Cameras
 
-from unic_lift_ns.labels import label_palette
+from unic_lift_ns.instance_codes import label_palette
 from unic_lift_ns.models.unic_lift import UniCLiftModel, UniCLiftModelConfig
 from unic_lift_ns.synth.cameras import look_at
 

@@ -17,7 +17,7 @@ from test_model import make_camera, make_model
 from conftest import setup_model
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
-from unic_lift_ns.labels import OVERLAY_DIM, instance_overlay, label_palette
+from unic_lift_ns.instance_codes import OVERLAY_DIM, instance_overlay, label_palette
 from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipelineConfig
 from unic_lift_ns.viewer import InstanceViewer, confined_folder, gaussian_filter_for, label_at

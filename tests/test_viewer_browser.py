@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
-from unic_lift_ns.labels import embedding_to_label, label_palette
+from unic_lift_ns.instance_codes import embedding_to_label, label_palette
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

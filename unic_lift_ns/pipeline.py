@@ -16,7 +16,7 @@ from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from unic_lift_ns.eval.evaluate import has_gt, load_scene_gt, score_rendered
-from unic_lift_ns.eval.render import check_label_output, dataset_stems, render_eval_views
+from unic_lift_ns.eval.rendered_views import check_label_output, dataset_stems, render_eval_views
 from unic_lift_ns.viewer import InstanceViewer
 
 

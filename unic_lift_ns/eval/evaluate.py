@@ -33,7 +33,7 @@ from unic_lift_ns.eval.panoptic import (
     scene_panoptic_quality,
     semantic_miou,
 )
-from unic_lift_ns.eval.render import RenderedViews
+from unic_lift_ns.eval.rendered_views import RenderedViews
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU, track_segments
 
 UNTRACKED = "2D segmenter (untracked)"

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from unic_lift_ns.export.ply import Splats, write_ply
-from unic_lift_ns.labels import label_palette
+from unic_lift_ns.instance_codes import label_palette
 
 POINTCLOUD_DIR = "pointclouds"
 """Sub-folder of the coloured point clouds, one per instance."""

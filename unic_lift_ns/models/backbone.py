@@ -33,9 +33,9 @@ from torch.nn import Parameter
 
 from unic_lift_ns.data.label_maps import resize_label_map
 from unic_lift_ns.errors import InputError
-from unic_lift_ns.labels import instance_overlay, label_palette
+from unic_lift_ns.instance_codes import instance_overlay, label_palette
 from unic_lift_ns.losses import semantic_loss
-from unic_lift_ns.metrics import LazyLPIPS
+from unic_lift_ns.lazy_lpips import LazyLPIPS
 from unic_lift_ns.rasterization import rasterize
 
 SEMANTIC_IGNORE = 255

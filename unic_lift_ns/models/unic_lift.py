@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from unic_lift_ns.errors import InputError
-from unic_lift_ns.labels import embedding_to_label, max_labels
+from unic_lift_ns.instance_codes import embedding_to_label, max_labels
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,

@@ -19,11 +19,11 @@ import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 from tqdm import tqdm
 
-from unic_lift_ns.bench.budgets import BUDGETS, Budget
-from unic_lift_ns.bench.methods import UNIC_LIFT, VARIANTS, Variant, select_variants
-from unic_lift_ns.bench.run import RunFailed, evaluate_logged, train_variant
-from unic_lift_ns.bench.scenes import prepare_scene
-from unic_lift_ns.bench.table import Row, write_tables
+from unic_lift_ns.comparison.budgets import BUDGETS, Budget
+from unic_lift_ns.comparison.methods import UNIC_LIFT, VARIANTS, Variant, select_variants
+from unic_lift_ns.comparison.run import RunFailed, evaluate_logged, train_variant
+from unic_lift_ns.comparison.scenes import prepare_scene
+from unic_lift_ns.comparison.table import Row, write_tables
 from unic_lift_ns.eval.evaluate import evaluate_segmenter_baselines
 from unic_lift_ns.scripts.cli import run_cli
 from unic_lift_ns.synth.generate import SynthConfig

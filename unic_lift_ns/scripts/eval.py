@@ -26,7 +26,7 @@ from unic_lift_ns.eval.evaluate import (
     load_scene_gt,
     score_rendered,
 )
-from unic_lift_ns.eval.render import check_label_output, check_writable_folder, dataset_stems, render_eval_views
+from unic_lift_ns.eval.rendered_views import check_label_output, check_writable_folder, dataset_stems, render_eval_views
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
 from unic_lift_ns.scripts.cli import run_cli
 

@@ -36,7 +36,7 @@ from unic_lift_ns.errors import few
 from unic_lift_ns.synth.cameras import Intrinsics, dome_trajectory
 from unic_lift_ns.synth.physics import floor_side, settle_objects
 from unic_lift_ns.synth.pointcloud import backproject, write_ply
-from unic_lift_ns.synth.render import SceneRenderer
+from unic_lift_ns.synth.scene_renderer import SceneRenderer
 from unic_lift_ns.synth.segmenter import PRESETS, simulate_segmenter
 
 FORMAT_VERSION = 1

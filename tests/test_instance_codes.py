@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from unic_lift_ns.labels import embedding_to_label, label_palette, label_to_bits, max_labels
+from unic_lift_ns.instance_codes import embedding_to_label, label_palette, label_to_bits, max_labels
 
 
 def test_hand_example():

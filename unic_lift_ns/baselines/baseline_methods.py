@@ -12,7 +12,7 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from unic_lift_ns.baselines.contrastive_lift import ContrastiveLiftModelConfig, ContrastiveLiftPipelineConfig
 from unic_lift_ns.baselines.gaussian_clustering import GaussianClusteringModelConfig
-from unic_lift_ns.method_config import unic_lift_trainer_config
+from unic_lift_ns.unic_lift_methods import unic_lift_trainer_config
 
 
 def gaussian_clustering_trainer_config() -> TrainerConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from unic_lift_ns.metrics import LazyLPIPS, alexnet_weights_path
+from unic_lift_ns.lazy_lpips import LazyLPIPS, alexnet_weights_path
 
 
 def test_lpips_skipped_without_cached_weights(tmp_path, monkeypatch, capsys):

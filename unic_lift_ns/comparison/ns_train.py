@@ -1,6 +1,6 @@
 """Run the real `ns-train` CLI in this process, then record its peak memory and CPU time.
 
-Usage: ``python -m unic_lift_ns.bench.ns_train USAGE_JSON [ns-train arguments...]``. USAGE_JSON gets
+Usage: ``python -m unic_lift_ns.comparison.ns_train USAGE_JSON [ns-train arguments...]``. USAGE_JSON gets
 ``{"cuda_max_allocated": bytes or null, "max_rss": bytes, "cpu_seconds": float}``; peak RSS and CPU time cover
 this process and its children. CPU time tells how much of the wall clock was lost to a busy machine.
 """

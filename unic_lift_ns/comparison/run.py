@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unic_lift_ns.bench.budgets import Budget
-from unic_lift_ns.bench.methods import Variant
+from unic_lift_ns.comparison.budgets import Budget
+from unic_lift_ns.comparison.methods import Variant
 from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
 from unic_lift_ns.eval.evaluate import EvalResult, score_rendered
-from unic_lift_ns.eval.render import RenderedViews, render_eval_views
+from unic_lift_ns.eval.rendered_views import RenderedViews, render_eval_views
 from unic_lift_ns.runs import load_run
 
 NEVER = "1000000000"
@@ -64,10 +64,10 @@ class Scores:
 
 def train_command(variant: Variant, budget: Budget, steps: int, scene: Path, runs_dir: Path, experiment: str,
                   device: str, usage_file: Path) -> list[str]:  # fmt: skip
-    """The `ns-train` command line of ``variant`` (run through :mod:`unic_lift_ns.bench.ns_train`)."""
+    """The `ns-train` command line of ``variant`` (run through :mod:`unic_lift_ns.comparison.ns_train`)."""
     flags = {**budget.train_flags(variant.method, steps), **variant.flags}
     return [
-        sys.executable, "-m", "unic_lift_ns.bench.ns_train", str(usage_file), variant.method,
+        sys.executable, "-m", "unic_lift_ns.comparison.ns_train", str(usage_file), variant.method,
         "--data", str(scene.resolve()), "--output-dir", str(runs_dir.resolve()), "--experiment-name", experiment,
         "--timestamp", variant.name, "--machine.device-type", device, "--max-num-iterations", str(steps),
         "--vis", "tensorboard", "--viewer.quit-on-train-completion", "True", "--steps-per-eval-image", NEVER,
