@@ -62,7 +62,8 @@ def latest_checkpoint(load_dir: Path, load_step: Optional[int]) -> Path:
         raise InputError(f"--load-dir: {load_dir} is not a folder")
     if load_step is not None:
         return load_dir / f"step-{load_step:09d}.ckpt"
-    steps = sorted(int(path.stem[len("step-") :]) for path in load_dir.glob("step-*.ckpt") if path.stem[5:].isdigit())
+    numbers = (path.stem[len("step-") :] for path in load_dir.glob("step-*.ckpt"))
+    steps = sorted(int(number) for number in numbers if number.isdigit())
     if not steps:
         raise InputError(f"--load-dir: no step-*.ckpt checkpoint in {load_dir}")
     return load_dir / f"step-{steps[-1]:09d}.ckpt"

@@ -101,11 +101,12 @@ class InstanceViewer(nn.Module):
         self._model = weakref.ref(model)  # a weak reference: registering the model as a submodule would loop
         self.selected: Optional[int] = None
         self.viewer_control = ViewerControl()
-        if decoding_options(model):
+        options = decoding_options(model)
+        if options:
             self.decoding = ViewerDropdown(
                 "Instance decoding",
                 model.config.instance_decoding,
-                decoding_options(model),
+                options,
                 cb_hook=lambda _: self.set_decoding(),
                 hint="How pixels get instance labels (the model config's instance_decoding)",
             )

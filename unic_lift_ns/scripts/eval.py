@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Literal, Optional
+from typing import List, Literal, Optional
 
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
@@ -28,6 +28,7 @@ from unic_lift_ns.eval.evaluate import (
 )
 from unic_lift_ns.eval.rendered_views import check_label_output, check_writable_folder, dataset_stems, render_eval_views
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
+from unic_lift_ns.runs import Run, load_run
 from unic_lift_ns.scripts.cli import run_cli
 
 PREDICTION = "prediction"
@@ -109,8 +110,6 @@ class EvalConfig:
 
     def prepare_run(self) -> RunToScore:
         """Load --load-config and everything its scoring needs, checking what can fail before rendering."""
-        from unic_lift_ns.runs import load_run
-
         loaded = load_run(self.load_config, test_mode="test")
         pipeline = loaded.pipeline
         if self.instance_decoding and not loaded.is_unic_lift:
@@ -135,7 +134,7 @@ class EvalConfig:
                 "segmenter baselines need gt/instances and gt/semantics."
             )
             CONSOLE.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-        return RunToScore(loaded.name, pipeline, scene, stems, gt)
+        return RunToScore(loaded, scene, stems, gt)
 
     def label_folders(self) -> List[Path]:
         """Folders --save-labels writes to: one per --instance-decoding, or --save-labels itself."""
@@ -150,15 +149,16 @@ class EvalConfig:
         scores = {}
         for decoding, folder in zip(decodings, folders):
             if decoding is not None:
-                run.pipeline.model.config.instance_decoding = decoding
-            rendered = render_eval_views(run.pipeline)
+                run.loaded.model.config.instance_decoding = decoding
+            rendered = render_eval_views(run.loaded.pipeline)
             if folder is not None:
                 rendered.save(folder)
             if run.gt is not None:
                 result = score_rendered(rendered, run.gt)
             else:
                 result = EvalResult.image_metrics_only(rendered.mean_image_metrics(), len(rendered.stems))
-            scores[run.name if decoding is None else f"{run.name}, {decoding}"] = result
+            name = run.loaded.name
+            scores[name if decoding is None else f"{name}, {decoding}"] = result
         return scores
 
     def default_output_json(self) -> Path:
@@ -175,10 +175,8 @@ class EvalConfig:
 class RunToScore:
     """A loaded run with the views it renders and their ground truth."""
 
-    name: str
-    """Row name of its scores: method and step."""
-    pipeline: Any
-    """The loaded pipeline (a UniCLiftPipeline)."""
+    loaded: Run
+    """The run (its pipeline, and its method and step for the row name)."""
     scene: Path
     """Scene folder whose gt/ is scored against."""
     eval_stems: List[str]
