@@ -63,6 +63,17 @@ def test_outputs_and_label_colours():
             assert apply_colormap(value).shape == (32, 32, 3), key
 
 
+def test_image_metrics_are_splatfactos_plus_instance_images():
+    model = make_model(color_corrected_metrics=True, compute_lpips=False)
+    model.eval()
+    outputs = model.get_outputs_for_camera(make_camera())
+    metrics, images = model.get_image_metrics_and_images(outputs, {"image": torch.rand(32, 32, 3)})
+    assert set(metrics) == {"psnr", "ssim", "cc_psnr", "cc_ssim"}  # LPIPS off: dropped, not NaN
+    assert metrics["cc_psnr"] >= metrics["psnr"] - 1e-3  # colour correction can only fit the image better
+    assert images["img"].shape == (32, 64, 3) and torch.equal(images["instance"], outputs["instance"])
+    assert torch.equal(images["semantics"], outputs["semantics"])
+
+
 def test_gaussian_votes_decode_no_third_codes_and_ignore_stuff():
     """Two object codes with unequal magnitudes: the rendered-embedding decode invents a third code where they blend;
     'gaussian-votes' gives only the two codes (or 0 where nothing votes), and stuff Gaussians do not vote."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Optional
 
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -20,7 +20,8 @@ def alexnet_weights_path() -> str:
 
 class LazyLPIPS:
     """Splatfacto builds torchmetrics' LPIPS eagerly, which downloads AlexNet. This wrapper builds it on the
-    first evaluation instead, only from weights already on disk, and otherwise warns once and returns None."""
+    first evaluation instead, only from weights already on disk, and otherwise warns once and returns NaN (a float, so
+    Splatfacto's own metric code runs unchanged; callers drop NaN metrics)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -35,10 +36,10 @@ class LazyLPIPS:
 
         self._metric = LearnedPerceptualImagePatchSimilarity(normalize=True)
 
-    def __call__(self, gt: Tensor, pred: Tensor) -> Optional[float]:
-        """LPIPS of [1, 3, H, W] images in [0, 1], or None when unavailable."""
+    def __call__(self, gt: Tensor, pred: Tensor) -> float:
+        """LPIPS of [1, 3, H, W] images in [0, 1], or NaN when unavailable."""
         if not self.enabled:
-            return None
+            return math.nan
         if self._metric is None:
             try:
                 self._build()
@@ -47,7 +48,7 @@ class LazyLPIPS:
                     CONSOLE.print(f"[yellow]LPIPS unavailable ({err}); skipped.")
                     self._warned = True
                 self.enabled = False
-                return None
+                return math.nan
         assert self._metric is not None
         self._metric.to(gt.device)
         return float(self._metric(gt, pred))

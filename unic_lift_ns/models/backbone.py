@@ -11,6 +11,7 @@ hooks: :meth:`SegmentationSplatModel.segmentation_features`, :meth:`~Segmentatio
 from __future__ import annotations
 
 import inspect
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
@@ -363,15 +364,11 @@ class SegmentationSplatModel(SplatfactoModel):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        gt_rgb = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
-        predicted_rgb = outputs["rgb"]
-        gt = torch.moveaxis(gt_rgb, -1, 0)[None]
-        pred = torch.moveaxis(predicted_rgb, -1, 0)[None]
-        metrics = {"psnr": float(self.psnr(gt, pred).item()), "ssim": float(self.ssim(gt, pred))}
-        lpips = self.lpips(gt, pred)
-        if lpips is not None:
-            metrics["lpips"] = lpips
-        images = {"img": torch.cat([gt_rgb, predicted_rgb], dim=1), "instance": outputs["instance"]}
+        """Splatfacto's metrics (colour-corrected ones included) without the LPIPS that could not be loaded, and
+        its images plus the decoded instance and semantic maps."""
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        metrics = {name: value for name, value in metrics.items() if not math.isnan(value)}
+        images["instance"] = outputs["instance"]
         if "semantics" in outputs:
             images["semantics"] = outputs["semantics"]
         return metrics, images
