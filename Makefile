@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench,masks]"
 	@touch $@
 
 # CPU demo: `ns-train unic-lift-cpu`, the paper's recipe on a 1000-step schedule (full resolution from step 400,

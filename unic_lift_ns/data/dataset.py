@@ -56,9 +56,9 @@ class UniCLiftDataset(InputDataset):
         super().__init__(dataparser_outputs, scale_factor)
         if not 0.0 < mask_fraction <= 1.0:
             raise InputError(f"--pipeline.datamanager.mask-fraction must be in (0, 1], got {mask_fraction}")
-        self.instance_mask_folders = sorted({_mask_folder(path, instance_mask_dir) for path in self.image_filenames})
+        self.instance_mask_folders = sorted({mask_folder(path, instance_mask_dir) for path in self.image_filenames})
         self.semantic_mask_folders = (
-            [] if semantic_mask_dir is None else sorted({_mask_folder(p, semantic_mask_dir) for p in self.image_filenames})
+            [] if semantic_mask_dir is None else sorted({mask_folder(p, semantic_mask_dir) for p in self.image_filenames})
         )
         self.instance_mask_paths = self._find_masks(instance_mask_dir)
         self.semantic_mask_paths = self._find_masks(semantic_mask_dir)
@@ -71,7 +71,7 @@ class UniCLiftDataset(InputDataset):
             return [None] * len(self)
         paths: List[Optional[Path]] = []
         for image_path in self.image_filenames:
-            folder = _mask_folder(image_path, mask_dir)
+            folder = mask_folder(image_path, mask_dir)
             candidates = (folder / f"{image_path.stem}{suffix}" for suffix in LABEL_MAP_SUFFIXES)
             paths.append(next((path for path in candidates if path.is_file()), None))
         return paths
@@ -135,7 +135,7 @@ class UniCLiftDataset(InputDataset):
         return resize_label_map(labels, height, width)
 
 
-def _mask_folder(image_path: Path, mask_dir: Path) -> Path:
+def mask_folder(image_path: Path, mask_dir: Path) -> Path:
     """Mask folder of an image: ``mask_dir`` relative to the parent of the image's folder (or absolute)."""
     return image_path.parent.parent / mask_dir
 

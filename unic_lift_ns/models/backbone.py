@@ -28,6 +28,7 @@ from nerfstudio.models.splatfacto import (
     random_quat_tensor,
 )
 from nerfstudio.utils.colors import get_color
+from nerfstudio.utils.rich_utils import CONSOLE
 from pytorch_msssim import SSIM
 from torch import Tensor
 from torch.nn import Parameter
@@ -79,6 +80,14 @@ class SegmentationSplatModel(SplatfactoModel):
         if self.seed_points is not None and not cfg.random_init:
             means = self.seed_points[0].float()
         else:
+            if not cfg.random_init:
+                CONSOLE.print(
+                    f"No point cloud came with the data: the Gaussians start from {cfg.num_random} random points, "
+                    "which trains slowly and splits objects into many tiny instances. Run `ns-process-data images` "
+                    "(COLMAP's sparse points become sparse_pc.ply) or use a dataparser that loads 3D points; "
+                    "--pipeline.model.random-init True starts from random points on purpose.",
+                    style="yellow", markup=False, soft_wrap=True,
+                )  # fmt: skip
             means = (torch.rand((cfg.num_random, 3)) - 0.5) * cfg.random_scale
         if means.shape[0] == 0:
             raise ValueError("The initial point cloud is empty: no Gaussian to optimise")
