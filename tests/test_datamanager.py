@@ -183,6 +183,9 @@ def test_distorted_perspective_masks_are_undistorted_like_images(scene: Path) ->
         distorted = read_label_map(mask_file(image_path))[: labels.shape[0], : labels.shape[1]] > 0
         assert (white != distorted).mean() > 5 * mismatch.mean() + 0.05  # undistortion did move the boundaries
     assert not torch.allclose(manager.train_dataset.cameras.fx, manager.train_dataparser_outputs.cameras.fx)
+    # Undistortion shrank the cameras; reading a view again from disk (the viewer's init_scene does) still works.
+    assert int(manager.train_dataset.cameras.width[0]) != 48
+    assert manager.train_dataset[0]["image"].shape[:2] == (48, 48)
 
 
 def test_fisheye_cameras_are_refused(scene: Path) -> None:

@@ -163,6 +163,16 @@ def test_mismatched_segmenter_size_is_named(scene: Path) -> None:
         evaluate_segmenter_baselines(scene)
 
 
+def test_segmenter_masks_at_a_training_downscale_are_scored_at_gt_size(scene: Path) -> None:
+    """unic-lift-masks --downscale 2 writes half-size masks; the 2D baselines resize them like training does."""
+    full = evaluate_segmenter_baselines(scene)
+    for path in sorted((scene / "instance_masks").glob("*.png")):
+        write_label_map(path, read_label_map(path)[::2, ::2])
+    half = evaluate_segmenter_baselines(scene)
+    assert half[UNTRACKED].num_views == full[UNTRACKED].num_views
+    assert abs(half[UNTRACKED].pq_frame - full[UNTRACKED].pq_frame) < 0.15, (half, full)
+
+
 def test_non_integer_masks_are_named(scene: Path, tmp_path: Path) -> None:
     pred = tmp_path / "pred"
     pred.mkdir()

@@ -8,7 +8,7 @@ works. They are resized with nearest-neighbour sampling to the size the image is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torch import Tensor
 from nerfstudio.cameras.cameras import CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
-from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES, read_label_map, resize_label_map
+from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES, read_label_map, resize_label_map, same_aspect
 from unic_lift_ns.errors import InputError
 
 MASK_IGNORE_VALUES = {"instance_mask": 0, "semantic_mask": 255}
@@ -64,6 +64,9 @@ class UniCLiftDataset(InputDataset):
         self.semantic_mask_paths = self._find_masks(semantic_mask_dir)
         self.num_dropped_masks = self._keep_fraction(mask_fraction, mask_seed)
         self._refuse_non_perspective_cameras()
+        # The full-image datamanager undistorts into these cameras in place (OPENCV: a smaller image); files on disk
+        # keep the dataparser's sizes.
+        self._file_sizes = torch.stack([self.cameras.height, self.cameras.width], dim=-1).reshape(-1, 2).clone()
 
     def _find_masks(self, mask_dir: Optional[Path]) -> List[Optional[Path]]:
         """The ``<image stem>.png`` (else ``.npy``) mask of each view in ``mask_dir``, None where there is none."""
@@ -108,7 +111,7 @@ class UniCLiftDataset(InputDataset):
         """Load the view's masks at the size of its image, once the image is known to have its camera's size."""
         image_idx = data["image_idx"]
         height, width = data["image"].shape[:2]
-        expected = int(self.cameras.height[image_idx]), int(self.cameras.width[image_idx])
+        expected = tuple(int(v) for v in self._file_sizes[image_idx])
         if (height, width) != expected:
             raise InputError(
                 f"Image {self.image_filenames[image_idx]} is {width}x{height} pixels but its camera says "
@@ -127,7 +130,7 @@ class UniCLiftDataset(InputDataset):
     def _load_mask(self, path: Path, image_idx: int, height: int, width: int) -> Tensor:
         labels = torch.from_numpy(read_label_map(path))
         mask_height, mask_width = labels.shape
-        if not _same_aspect((mask_height, mask_width), (height, width)):
+        if not same_aspect((mask_height, mask_width), (height, width)):
             raise InputError(
                 f"Mask {path} is {mask_width}x{mask_height} pixels but its image {self.image_filenames[image_idx]} "
                 f"is loaded at {width}x{height}: the aspect ratios differ, so the mask cannot be resized to fit"
@@ -138,10 +141,3 @@ class UniCLiftDataset(InputDataset):
 def mask_folder(image_path: Path, mask_dir: Path) -> Path:
     """Mask folder of an image: ``mask_dir`` relative to the parent of the image's folder (or absolute)."""
     return image_path.parent.parent / mask_dir
-
-
-def _same_aspect(size_a: Tuple[int, int], size_b: Tuple[int, int]) -> bool:
-    """Whether one (H, W) size is a scaled copy of the other, each side rounded to whole pixels."""
-    low = max((b - 1) / a for a, b in zip(size_a, size_b))
-    high = min((b + 1) / a for a, b in zip(size_a, size_b))
-    return low < high

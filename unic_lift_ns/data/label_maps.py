@@ -8,7 +8,7 @@ returned as ``int64`` so that callers never have to care about the storage type.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Literal, Sequence
+from typing import List, Literal, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -76,6 +76,13 @@ def resize_label_map(labels: Tensor, height: int, width: int) -> Tensor:
     rows = _nearest_source_indices(in_height, height, labels.device)
     cols = _nearest_source_indices(in_width, width, labels.device)
     return labels[..., rows[:, None], cols[None, :]]
+
+
+def same_aspect(size_a: Tuple[int, int], size_b: Tuple[int, int]) -> bool:
+    """Whether one (H, W) size is a scaled copy of the other, each side rounded to whole pixels."""
+    low = max((b - 1) / a for a, b in zip(size_a, size_b))
+    high = min((b + 1) / a for a, b in zip(size_a, size_b))
+    return low < high
 
 
 def _nearest_source_indices(in_size: int, out_size: int, device: torch.device) -> Tensor:

@@ -20,13 +20,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from unic_lift_ns.data.label_maps import find_label_map, read_label_map, resize_label_map
+from unic_lift_ns.data.label_maps import find_label_map, read_label_map, resize_label_map, same_aspect
 from unic_lift_ns.eval.panoptic import (
     count_instances,
     frame_panoptic_quality,
@@ -210,7 +210,7 @@ def evaluate_segmenter_baselines(
     gt = gt or load_scene_gt(scene_dir, progress)
     masks_dir = scene_dir / "instance_masks"
     masks = load_label_maps(masks_dir, gt.all_stems, progress=progress)
-    _check_sizes(masks_dir, gt.all_stems, masks, [masks[0]] * len(masks), "the first view (tracking needs one size)")
+    masks = _resized(masks_dir, gt.all_stems, masks, gt.instances[0].shape)  # masks made at a training downscale
     eval_index = [gt.all_stems.index(stem) for stem in gt.eval_stems]
     untracked = [masks[i] for i in eval_index]
     _check_sizes(masks_dir, gt.eval_stems, untracked, gt.instances, "the ground truth")
@@ -235,6 +235,17 @@ def _check_sizes(
         if labels.shape != other.shape:
             path = find_label_map(folder, stem)
             raise ValueError(f"{path} has size {_size(labels)}, expected {_size(other)}, the size of {reference}")
+
+
+def _resized(folder: Path, stems: Sequence[str], maps: Sequence[np.ndarray], shape: Tuple[int, int]) -> list[np.ndarray]:
+    """``maps`` resized (nearest, as training does) to ``shape``; a ValueError names a map of another aspect."""
+    resized = []
+    for stem, labels in zip(stems, maps):
+        if not same_aspect(labels.shape, shape):
+            path = find_label_map(folder, stem)
+            raise ValueError(f"{path} has size {_size(labels)}, not the aspect ratio of the ground truth ({shape[1]}x{shape[0]})")
+        resized.append(resize_label_map(torch.from_numpy(labels), *shape).numpy())
+    return resized
 
 
 def _size(labels: np.ndarray) -> str:

@@ -202,7 +202,9 @@ class MasksConfig:
             )  # fmt: skip
         flags = ""
         if record.get("num_semantic_classes", 2) != 2:
-            flags = f" --pipeline.model.num-semantic-classes {record['num_semantic_classes']}"
+            flags += f" --pipeline.model.num-semantic-classes {record['num_semantic_classes']}"
+        if self.downscale > 1:
+            flags += f" nerfstudio-data --downscale-factor {self.downscale}"
         CONSOLE.print(
             f"Wrote masks of {written} view(s) to {folder} (skipped {skipped} already written). Train with: "
             f"ns-train unic-lift --data {self.data}{flags}",
