@@ -70,16 +70,21 @@ def sam_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def save_mask2former(folder: Path, id2label: dict) -> Path:
-    """A random-init Mask2Former (tiny Swin backbone, 8 queries, hidden size 32) and its processor, saved."""
-    from transformers import (
-        Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor, SwinConfig,
-    )  # fmt: skip
+def tiny_swin():
+    """A 4-stage Swin backbone config with 16 channels and one layer per stage, for the panoptic models."""
+    from transformers import SwinConfig
 
-    backbone = SwinConfig(
+    return SwinConfig(
         image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )  # fmt: skip
+
+
+def save_mask2former(folder: Path, id2label: dict) -> Path:
+    """A random-init Mask2Former (tiny Swin backbone, 8 queries, hidden size 32) and its processor, saved."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
+
+    backbone = tiny_swin()
     config = Mask2FormerConfig(
         backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=32,
         encoder_layers=1, decoder_layers=2, num_attention_heads=1, dim_feedforward=32, num_queries=8,
@@ -170,16 +175,12 @@ def test_oneformer_thing_ids_from_its_processor(tmp_path, images):
     """OneFormer: the processor tokenizes the task and its class info file says which classes are things."""
     from transformers import (
         CLIPTokenizer, OneFormerConfig, OneFormerForUniversalSegmentation, OneFormerImageProcessor, OneFormerProcessor,
-        SwinConfig,
     )  # fmt: skip
 
     names = ["cat", "sky", "dog", "road"]
     info = {str(i): {"name": name, "isthing": int(name in ("cat", "dog"))} for i, name in enumerate(names)}
     (tmp_path / "classes.json").write_text(json.dumps(info))
-    backbone = SwinConfig(
-        image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )  # fmt: skip
+    backbone = tiny_swin()
     config = OneFormerConfig(
         backbone_config=backbone, conv_dim=32, mask_dim=32, hidden_dim=32, encoder_feedforward_dim=32,
         encoder_layers=1, decoder_layers=2, query_dec_layers=1, num_attention_heads=1, dim_feedforward=32,
