@@ -68,9 +68,12 @@ def test_every_variant_command_parses_with_ns_train(budget):
         cmd = train_command(variant, BUDGETS[budget], 1000, Path("s"), Path("r"), "e", "cpu", Path("u.json"))
         config = tyro.cli(AnnotatedBaseConfigUnion, args=cmd[cmd.index(variant.method) :])
         assert config.method_name == variant.method and config.max_num_iterations == 1000
-        model = config.pipeline.model
         for flag, value in variant.flags.items():
-            actual = getattr(model, flag.removeprefix("--pipeline.model.").replace("-", "_"))
+            *path, name = flag.removeprefix("--").replace("-", "_").split(".")
+            target = config
+            for part in path:
+                target = getattr(target, part)
+            actual = getattr(target, name)
             assert str(actual) == value if isinstance(actual, bool) else actual == type(actual)(value), (flag, actual)
 
 

@@ -145,6 +145,19 @@ def test_mask_fraction_keeps_a_seeded_quarter_of_train_masks(scene: Path) -> Non
     assert all(path is not None for path in manager.eval_dataset.instance_mask_paths)
 
 
+def test_mask_scale_trains_on_coarse_masks(scene: Path) -> None:
+    """--pipeline.datamanager.mask-scale 0.25: each train mask is the full mask sampled on a 4x coarser grid."""
+    full, coarse = train_batches(setup(scene)), train_batches(setup(scene, mask_scale=0.25))
+    for path, batch in coarse.items():
+        labels, original = batch["instance_mask"], full[path]["instance_mask"]
+        assert labels.shape == original.shape == (48, 48)
+        expected = resize_label_map(resize_label_map(original, 12, 12), 48, 48)
+        assert torch.equal(labels, expected) and not torch.equal(labels, original)
+        assert torch.equal(labels[::4, ::4], labels[1::4, 1::4])  # constant over each 4x4 block
+    with pytest.raises(ValueError, match="--pipeline.datamanager.mask-scale"):
+        setup(scene, mask_scale=0.0)
+
+
 def test_mask_folder_flag_and_missing_folder(scene: Path) -> None:
     (scene / "instance_masks").rename(scene / "segmenter")
     with pytest.raises(FileNotFoundError, match=re.escape(str(scene / "instance_masks"))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import torch
 from PIL import Image
 
 from unic_lift_ns.data.label_maps import read_label_map
-from unic_lift_ns.masks.mask_writer import RECORD
+from unic_lift_ns.errors import InputError
+from unic_lift_ns.masks.mask_writer import RECORD, MasksConfig
 from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
 
 from conftest import make_scene, train_cpu
@@ -100,34 +102,42 @@ def test_images_folder_without_transforms(capture: Path) -> None:
     assert len(list((capture / "instance_masks").glob("*.png"))) == 12
 
 
+def test_bad_input_is_one_red_line(capture: Path) -> None:
+    (capture / "images" / "frame_00002.png").write_bytes(b"not a png")
+    proc = masks(capture, "--model", "classical")
+    assert proc.returncode == 2 and "frame_00002.png" in proc.stdout, proc.stdout + proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (capture / "instance_masks").exists()  # found before any work
+
+
 @pytest.mark.parametrize(
-    "setup, flags, expected",
+    "setup, options, expected",
     [
-        (lambda scene: shutil.rmtree(scene / "images") or (scene / "transforms.json").unlink(), (), "no images found"),
-        (lambda scene: (scene / "images" / "frame_00002.png").write_bytes(b"not a png"), (), "frame_00002.png"),
-        (lambda scene: (scene / "images" / "frame_00004.png").unlink(), (), "do not exist: "),
-        (lambda scene: None, ("--model", "nobody/no-such-segmenter"), "--model nobody/no-such-segmenter"),
-        (lambda scene: None, ("--downscale", "0"), "--downscale"),
+        (lambda scene: shutil.rmtree(scene / "images") or (scene / "transforms.json").unlink(), {}, "no images found"),
+        (lambda scene: (scene / "images" / "frame_00004.png").unlink(), {}, "do not exist: "),
+        (lambda scene: None, {"model": "nobody/no-such-segmenter"}, "--model nobody/no-such-segmenter is neither"),
+        (lambda scene: None, {"downscale": 0}, "--downscale"),
+        (lambda scene: None, {"embedding_dim": 17}, "--embedding-dim"),
     ],
-    ids=["no-images", "unreadable-image", "listed-missing", "unknown-model", "bad-flag"],
+    ids=["no-images", "listed-missing", "unknown-model", "bad-downscale", "bad-embedding-dim"],
 )
-def test_bad_input_is_one_line_naming_it(capture: Path, tmp_path: Path, monkeypatch, setup, flags, expected) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_bad_input_is_named_before_any_work(capture: Path, tmp_path: Path, monkeypatch, setup, options, expected):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     setup(capture)
-    proc = masks(capture, "--model", "classical", *flags)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert expected in proc.stdout and len(proc.stdout.strip().splitlines()) == 1, proc.stdout
-    assert "Traceback" not in proc.stderr
-    assert not any((capture / "instance_masks").glob("*.png"))
+    with pytest.raises(InputError, match=re.escape(expected)):
+        MasksConfig(data=capture, **{"model": "classical", **options}).main()
+    assert not (capture / "instance_masks").exists()
 
 
 def test_not_a_segmenter_folder_is_named(capture: Path, tmp_path: Path) -> None:
     folder = tmp_path / "bert"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    proc = masks(capture, "--model", str(folder))
-    assert proc.returncode == 2 and f"--model {folder}" in proc.stdout and "not a segmenter" in proc.stdout, proc.stdout
+    with pytest.raises(InputError, match=rf"--model {re.escape(str(folder))} is a 'bert' model, not a segmenter"):
+        MasksConfig(data=capture, model=str(folder)).main()
 
 
 def test_training_warns_when_it_starts_from_random_points(capsys) -> None:

@@ -74,19 +74,23 @@ def test_image_metrics_are_splatfactos_plus_instance_images():
     assert torch.equal(images["semantics"], outputs["semantics"])
 
 
-def test_gaussian_votes_decode_no_third_codes_and_ignore_stuff():
+@pytest.mark.parametrize("gate", ["semantic", "confidence", "semantic-and-confidence", "none"])
+def test_gaussian_votes_decode_no_third_codes_and_gate_the_background(gate: str):
     """Two object codes with unequal magnitudes: the rendered-embedding decode invents a third code where they blend;
-    'gaussian-votes' gives only the two codes (or 0 where nothing votes), and stuff Gaussians do not vote."""
-    model = make_model(num_points=600)
+    'gaussian-votes' gives only the two codes (or 0 where nothing votes). Background Gaussians: a confident code of
+    semantic class 0 (the semantic gates leave it out) and an untrained code near the cube's centre, semantically an
+    object (the confidence gates leave it out)."""
+    model = make_model(num_points=600, vote_gate=gate)
     x = model.means.detach()[:, 0]
     code_a = torch.full((12,), -3.0)
     code_a[0] = 4.0  # label 1
     code_b = torch.full((12,), -3.0)
     code_b[1] = 4.0  # label 2
-    code_a[1] = code_b[0] = -0.2  # weak "off" bits: a blend switches both bits on -> label 3
+    code_a[1] = code_b[0] = -1.0  # weak "off" bits (|sigmoid - 0.5| = 0.23): a blend switches both on -> label 3
     embeddings = torch.where((x < 0)[:, None], code_a, code_b)
-    stuff = x.abs() > 0.25
-    embeddings[stuff] = 5.0  # label 4095, but semantically stuff
+    stuff, untrained = x < -0.25, x > 0.25
+    embeddings[stuff] = 5.0  # label 4095, semantically stuff
+    embeddings[untrained] = torch.where(torch.arange(12) % 2 == 0, 0.2, -0.2)  # label 1365, near the centre
     logits = torch.zeros(600, 2)
     logits[~stuff, 1] = 5.0
     logits[stuff, 0] = 5.0
@@ -98,8 +102,14 @@ def test_gaussian_votes_decode_no_third_codes_and_ignore_stuff():
     for mode in ("rendered-embedding", "gaussian-votes"):
         model.config.instance_decoding = mode
         seen[mode] = set(model.get_outputs_for_camera(make_camera(48))["instance_label"].long().unique().tolist())
-    assert 3 in seen["rendered-embedding"] and 4095 in seen["rendered-embedding"]
-    assert {1, 2} <= seen["gaussian-votes"] <= {0, 1, 2}, seen
+    assert {3, 4095, 1365} <= seen["rendered-embedding"], seen
+    votes = seen["gaussian-votes"]
+    assert {1, 2} <= votes and 3 not in votes, seen
+    assert (4095 in votes) == (gate in ("confidence", "none")), seen
+    assert (1365 in votes) == (gate in ("semantic", "none")), seen
+    labels = model.gaussian_labels()  # the Gaussians' labels agree with what their pixels read
+    assert set(labels[stuff].tolist()) == ({4095} if gate in ("confidence", "none") else {0})
+    assert set(labels[untrained].tolist()) == ({1365} if gate in ("semantic", "none") else {0})
 
 
 def test_segmentation_gradients_reach_only_embeddings_and_linear_layer():

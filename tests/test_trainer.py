@@ -118,7 +118,8 @@ def test_resume_continues_exactly_like_the_uninterrupted_run(interrupted_run: di
 @pytest.mark.slow
 def test_run_without_semantic_masks_decodes_instances_with_the_readme_recipe(interrupted_run: dict, tmp_path) -> None:
     """The recipe decodes with gaussian-votes; with an untrained semantic head every Gaussian counted as background
-    and every pixel decoded to label 0. Now every Gaussian votes, and the log says so."""
+    and every pixel decoded to label 0. The default confidence gate needs no semantics; a run this short has no
+    confident code yet, so every Gaussian votes, and the log says so."""
     out = tmp_path / "eval.json"
     proc = subprocess.run(
         [str(BIN / "unic-lift-eval"), "--load-config", str(interrupted_run["run_dir"] / "config.yml"),
@@ -126,7 +127,9 @@ def test_run_without_semantic_masks_decodes_instances_with_the_readme_recipe(int
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "the semantic head saw no semantic masks, so every Gaussian votes" in " ".join(proc.stdout.split())
+    assert "of the Gaussians have codes confident to 0.2 (training too short?), so every Gaussian votes" in " ".join(
+        proc.stdout.split()
+    )
     (result,) = json.loads(out.read_text())["results"].values()
     assert result["num_pred_instances"] > 5, result
     assert result["miou"] is None  # the untrained head's "all background" is not reported as semantics

@@ -1,5 +1,5 @@
-"""The benchmarked variants as data: UniC-Lift, its ablations (paper Table 4, appendix A.3) and the clustering
-baselines. Each is an `ns-train` method plus the flags that make it the variant."""
+"""The benchmarked variants as data: UniC-Lift, its ablations (paper Table 4, appendix A.3; sparse masks, Fig. 9;
+coarse masks, Fig. 8) and the clustering baselines. Each is an `ns-train` method plus the flags that make it the variant."""
 
 from __future__ import annotations
 
@@ -26,14 +26,20 @@ UNIC_LIFT = "unic-lift"
 
 VARIANTS: tuple[Variant, ...] = (
     Variant(UNIC_LIFT, UNIC_LIFT, "UniC-Lift"),
-    Variant("unic-lift-votes", UNIC_LIFT, "UniC-Lift, gaussian-votes decoding",
+    Variant("unic-lift-votes", UNIC_LIFT, "UniC-Lift, gaussian-votes (confidence gate)",
             {"--pipeline.model.instance-decoding": "gaussian-votes"}),
+    Variant("unic-lift-votes-semantic", UNIC_LIFT, "UniC-Lift, gaussian-votes (semantic gate)",
+            {"--pipeline.model.instance-decoding": "gaussian-votes", "--pipeline.model.vote-gate": "semantic"}),
     Variant("no-triplet", UNIC_LIFT, "UniC-Lift w/o triplet loss", {"--pipeline.model.triplet-loss-weight": "0"}),
     Variant("no-linear-layer", UNIC_LIFT, "UniC-Lift w/o linear layer", {"--pipeline.model.use-linear-layer": "False"}),
     Variant("no-3d-loss", UNIC_LIFT, "UniC-Lift w/o 3D loss", {"--pipeline.model.neighbour-loss-weight": "0"}),
     Variant("3d-loss-from-start", UNIC_LIFT, "UniC-Lift, 3D loss from step 0",
             {"--pipeline.model.neighbour-loss-start": "0"}),
     Variant("random-triplets", UNIC_LIFT, "UniC-Lift, random triplets", {"--pipeline.model.triplet-mining": "random"}),
+    *(Variant(f"masks-{p}pct", UNIC_LIFT, f"UniC-Lift, masks for {p}% of views",
+              {"--pipeline.datamanager.mask-fraction": str(p / 100)}) for p in (5, 10, 20)),
+    *(Variant(f"masks-{s}x", UNIC_LIFT, f"UniC-Lift, masks at {s}x resolution",
+              {"--pipeline.datamanager.mask-scale": str(s)}) for s in (0.5, 0.25)),
     Variant("contrastive-lift", "contrastive-lift", "Contrastive Lift"),
     Variant("gaussian-clustering", "gaussian-clustering", "Gaussian clustering"),
 )

@@ -51,6 +51,9 @@ class UniCLiftDataManagerConfig(FullImageDatamanagerConfig):
     mask_seed; the others train on RGB only. Eval views keep theirs."""
     mask_seed: int = 0
     """Seed of the choice of train views that keep their masks when mask_fraction < 1."""
+    mask_scale: float = 1.0
+    """Train on masks resampled to this fraction of the image size and back (nearest): the paper's low-resolution
+    mask ablation (Fig. 8: 0.5, 0.25). Eval views keep theirs."""
 
 
 class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
@@ -106,6 +109,7 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
             semantic_mask_dir=self.config.semantic_mask_dir,
             mask_fraction=self.config.mask_fraction,
             mask_seed=self.config.mask_seed,
+            mask_scale=self.config.mask_scale,
         )
 
     def create_eval_dataset(self) -> UniCLiftDataset:

@@ -35,6 +35,7 @@ class UniCLiftDataset(InputDataset):
         semantic_mask_dir: semantic mask folder, located the same way; None for no semantic masks.
         mask_fraction: keep the masks of only this (seeded) fraction of the views that have one.
         mask_seed: seed of the choice of views that keep their masks.
+        mask_scale: resample masks to this fraction of the image size and back (nearest), simulating coarse masks.
 
     Attributes:
         instance_mask_folders: folders searched for instance masks (usually one).
@@ -52,10 +53,14 @@ class UniCLiftDataset(InputDataset):
         semantic_mask_dir: Optional[Path] = Path("semantic_masks"),
         mask_fraction: float = 1.0,
         mask_seed: int = 0,
+        mask_scale: float = 1.0,
     ):
         super().__init__(dataparser_outputs, scale_factor)
         if not 0.0 < mask_fraction <= 1.0:
             raise InputError(f"--pipeline.datamanager.mask-fraction must be in (0, 1], got {mask_fraction}")
+        if not 0.0 < mask_scale <= 1.0:
+            raise InputError(f"--pipeline.datamanager.mask-scale must be in (0, 1], got {mask_scale}")
+        self.mask_scale = mask_scale
         self.instance_mask_folders = sorted({mask_folder(path, instance_mask_dir) for path in self.image_filenames})
         self.semantic_mask_folders = (
             [] if semantic_mask_dir is None else sorted({mask_folder(p, semantic_mask_dir) for p in self.image_filenames})
@@ -135,6 +140,9 @@ class UniCLiftDataset(InputDataset):
                 f"Mask {path} is {mask_width}x{mask_height} pixels but its image {self.image_filenames[image_idx]} "
                 f"is loaded at {width}x{height}: the aspect ratios differ, so the mask cannot be resized to fit"
             )
+        if self.mask_scale < 1.0:
+            coarse = (max(1, round(height * self.mask_scale)), max(1, round(width * self.mask_scale)))
+            labels = resize_label_map(labels, *coarse)
         return resize_label_map(labels, height, width)
 
 

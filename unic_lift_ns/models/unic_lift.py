@@ -25,6 +25,9 @@ from unic_lift_ns.losses import (
 )
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 
+MIN_CONFIDENT_FRACTION = 0.01
+"""The confidence vote gate applies only when at least this fraction of the Gaussians pass it (an undertrained
+model has none, and would decode every pixel to 0)."""
 MAX_EMBEDDING_DIM = 24
 """Largest d: a d-bit label is exact in float32 (the viewer's ``instance_label``), int32 PLY properties and
 32-bit label maps."""
@@ -65,10 +68,17 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     instance_decoding: Literal["rendered-embedding", "gaussian-votes"] = "rendered-embedding"
     """How pixels get labels outside training. 'rendered-embedding' (paper, Sec. 3.3): Embedding-to-Label of the
     rendered V. 'gaussian-votes': Embedding-to-Label of every Gaussian first, then each pixel decodes the
-    alpha-composited +-1 bits of the Gaussians whose semantic class is not 0 (stuff does not vote; the semantic
-    guidance of Contrastive Lift, appendix B.3); when the semantic head saw no semantic masks, every Gaussian
-    votes. Still O(n) and clustering-free; it removes the third codes that blends of unequal embeddings (and of
-    untrained background embeddings) decode to at object boundaries."""
+    alpha-composited +-1 bits of the Gaussians that vote (vote_gate; pixels no Gaussian votes for get label 0).
+    Still O(n) and clustering-free; it removes the third codes that blends of unequal embeddings decode to at
+    object boundaries."""
+    vote_gate: Literal["confidence", "semantic", "semantic-and-confidence", "none"] = "confidence"
+    """Which Gaussians vote with 'gaussian-votes'. 'confidence' (class-agnostic): those whose every bit is at least
+    vote_confidence from 0.5 (min_i |sigmoid(v_i) - 0.5|), so the codes Eq. 4 leaves near the cube's centre
+    (large background segments, regions no mask covers) do not; 'semantic': those of semantic class != 0 (the
+    semantic guidance of Contrastive Lift, appendix B.3; every Gaussian when the head saw no semantic masks);
+    'semantic-and-confidence': both; 'none': every Gaussian."""
+    vote_confidence: float = 0.2
+    """Smallest min_i |sigmoid(v_i) - 0.5| of a voting Gaussian for the confidence gates (0 to 0.5)."""
 
 
 class UniCLiftModel(SegmentationSplatModel):
@@ -84,12 +94,15 @@ class UniCLiftModel(SegmentationSplatModel):
                 f"--pipeline.model.embedding-dim must be in [1, {MAX_EMBEDDING_DIM}], got {cfg.embedding_dim}: labels "
                 f"have d bits and must stay exact in the viewer's float32 instance_label output"
             )
+        if not 0.0 <= cfg.vote_confidence < 0.5:
+            raise InputError(f"--pipeline.model.vote-confidence must be in [0, 0.5), got {cfg.vote_confidence}")
         super().populate_modules()
         self.triplet_projection = torch.nn.Linear(cfg.embedding_dim, cfg.embedding_dim, bias=False)
         torch.nn.init.eye_(self.triplet_projection.weight)
         self._triplet_generator = torch.Generator()
         self._triplet_generator.manual_seed(0)
-        self._votes_gated: Optional[bool] = None  # whether the last gaussian-votes decoding gated by semantics
+        self._votes_gated: Optional[bool] = None  # whether the semantic vote gate last had a trained head
+        self._logged_unconfident = False
         self._check_segment_counts()
 
     def _check_segment_counts(self) -> None:
@@ -119,30 +132,57 @@ class UniCLiftModel(SegmentationSplatModel):
         return groups
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """The embedding v (Eq. 3) and semantic logits, plus each Gaussian's own bits as +-1 votes outside
-        training with 'gaussian-votes'."""
+        """The embedding v (Eq. 3) and semantic logits, plus each Gaussian's own bits as +-1 votes (0 where it does
+        not vote) outside training with 'gaussian-votes'."""
         features = super().segmentation_features(params)
         if self.config.instance_decoding == "gaussian-votes" and not self.training:
             votes = torch.where(params["embeddings"] > 0, 1.0, -1.0)
-            gated = "semantic_logits" in params and self.semantic_head_trained()
-            if gated:
-                votes = votes * (params["semantic_logits"].argmax(dim=-1, keepdim=True) != 0)
-            self._log_votes_gating(gated)
-            features["label_votes"] = votes
+            features["label_votes"] = votes * self.voters(params)
         return features
 
-    def _log_votes_gating(self, gated: bool) -> None:
-        """Say once (and again when it changes) whether gaussian-votes leaves background Gaussians out."""
-        if gated == self._votes_gated:
-            return
-        self._votes_gated = gated
+    def voters(self, params: Dict[str, Tensor]) -> Tensor:
+        """[N, 1] float: 1 for the Gaussians that vote under vote_gate, else 0."""
+        gate, voting = self.config.vote_gate, torch.ones_like(params["embeddings"][:, :1])
+        if gate in ("confidence", "semantic-and-confidence"):
+            confidence = (torch.sigmoid(params["embeddings"]) - 0.5).abs().min(dim=-1, keepdim=True).values
+            confident = confidence >= self.config.vote_confidence
+            fraction = float(confident.float().mean()) if len(confident) else 0.0
+            if fraction >= MIN_CONFIDENT_FRACTION:
+                voting = voting * confident
+            elif not self._logged_unconfident:  # an undertrained model: do not decode everything to label 0
+                self._logged_unconfident = True
+                CONSOLE.print(
+                    f"gaussian-votes: only {100 * fraction:.2f}% of the Gaussians have codes confident to "
+                    f"{self.config.vote_confidence} (training too short?), so every Gaussian votes",
+                    style="yellow", markup=False, soft_wrap=True,
+                )  # fmt: skip
+        semantic = gate in ("semantic", "semantic-and-confidence")
+        trained = semantic and "semantic_logits" in params and self.semantic_head_trained()
+        if trained:
+            voting = voting * (params["semantic_logits"].argmax(dim=-1, keepdim=True) != 0)
+        if semantic and trained != self._votes_gated:
+            self._votes_gated = trained
+            self._log_semantic_gate(trained)
+        return voting
+
+    @staticmethod
+    def _log_semantic_gate(gated: bool) -> None:
+        """Say once (and again when it changes) whether the semantic gate leaves background Gaussians out."""
         if gated:
             CONSOLE.log("gaussian-votes: Gaussians of semantic class 0 (background) do not vote")
         else:
             CONSOLE.log(
-                "[yellow]gaussian-votes: the semantic head saw no semantic masks, so every Gaussian votes "
-                "(add semantic_masks/ to keep background Gaussians out of the vote)"
+                "[yellow]gaussian-votes: the semantic head saw no semantic masks, so the semantic gate lets every "
+                "Gaussian vote (add semantic_masks/, or use --pipeline.model.vote-gate confidence)"
             )
+
+    @torch.no_grad()
+    def gaussian_labels(self) -> Tensor:
+        """Each Gaussian's label; with 'gaussian-votes', 0 for those that do not vote, as their pixels read."""
+        labels = super().gaussian_labels()
+        if self.config.instance_decoding == "gaussian-votes":
+            labels = labels * self.voters(self.gauss_params).squeeze(-1).long()
+        return labels
 
     def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
         """Embedding-to-Label (Sec. 3.3): bits of the embedding or, with 'gaussian-votes', of the rendered votes;
