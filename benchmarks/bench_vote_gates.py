@@ -1,0 +1,49 @@
+"""Instance decodings of one trained run, side by side on its eval views: the paper's (rendered embedding) and
+gaussian-votes under every vote gate, without retraining.
+
+    python benchmarks/bench_vote_gates.py --load-config outputs/demo/unic-lift-cpu/RUN/config.yml
+
+Prints one Markdown row per decoding (PQ^scene, SQ, RQ, predicted / GT instances) for docs/BENCHMARKS.md; the scene
+must hold ground truth (gt/, as unic-lift-synth writes it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import tyro
+
+from unic_lift_ns.eval.evaluate import score_rendered
+from unic_lift_ns.eval.rendered_views import render_eval_views
+from unic_lift_ns.runs import load_run
+
+
+@dataclass
+class BenchVoteGates:
+    """Score every decoding of a trained unic-lift run."""
+
+    load_config: Path
+    """config.yml of the run."""
+    confidences: Tuple[float, ...] = (0.1, 0.2, 0.3)
+    """vote_confidence values of the confidence gates."""
+
+    def main(self) -> None:
+        run = load_run(self.load_config)
+        model, scene = run.model, run.pipeline.datamanager.dataparser.config.data
+        decodings = [("rendered-embedding", "none", 0.0), ("gaussian-votes", "none", 0.0),
+                     ("gaussian-votes", "semantic", 0.0)]  # fmt: skip
+        decodings += [("gaussian-votes", gate, c) for gate in ("confidence", "semantic-and-confidence")
+                      for c in self.confidences]  # fmt: skip
+        print(f"| {run.name} on {scene} | PQ^scene | SQ | RQ | #pred/#GT |\n|---|---|---|---|---|")
+        for decoding, gate, confidence in decodings:
+            model.config.instance_decoding, model.config.vote_gate, model.config.vote_confidence = decoding, gate, confidence
+            result = score_rendered(render_eval_views(run.pipeline, progress=False), scene)
+            name = decoding if decoding == "rendered-embedding" else f"votes, gate {gate}" + (f" {confidence}" if confidence else "")
+            print(f"| {name} | {100 * result.pq_scene:.1f} | {100 * result.sq_scene:.1f} | {100 * result.rq_scene:.1f} "
+                  f"| {result.num_pred_instances}/{result.num_gt_instances} |", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    tyro.cli(BenchVoteGates).main()
