@@ -34,8 +34,9 @@ def _flags(cmd: list[str]) -> dict[str, str]:
 def test_variants_cover_the_ablations_and_baselines():
     names = [v.name for v in VARIANTS]
     assert len(set(names)) == len(names)
-    assert {"unic-lift", "unic-lift-votes", "no-triplet", "no-linear-layer", "no-3d-loss", "3d-loss-from-start",
-            "random-triplets", "contrastive-lift", "gaussian-clustering"} == set(names)  # fmt: skip
+    assert {"unic-lift", "unic-lift-votes", "unic-lift-votes-semantic", "no-triplet", "no-linear-layer", "no-3d-loss",
+            "3d-loss-from-start", "random-triplets", "masks-5pct", "masks-10pct", "masks-20pct", "masks-0.5x",
+            "masks-0.25x", "contrastive-lift", "gaussian-clustering"} == set(names)  # fmt: skip
     assert [v.name for v in select_variants(("no-triplet", "unic-lift"))] == ["unic-lift", "no-triplet"]
     with pytest.raises(ValueError, match="'nope'"):
         select_variants(("unic-lift", "nope"))
