@@ -111,10 +111,8 @@ def label_maps(
 
 def _paint(segments: Segments, min_area: int, order: Literal["area", "score"]) -> np.ndarray:
     """Steps 1-2: an int map of candidate index + 1 (0 = none)."""
-    if segments.labels is not None:
-        labels = np.asarray(segments.labels, dtype=np.int64)
-        areas = np.bincount(labels.ravel(), minlength=len(segments.scores) + 1)
-        return np.where(areas[labels] >= min_area, labels, 0)
+    if segments.labels is not None:  # no overlaps: step 3 drops the small segments
+        return np.array(segments.labels, dtype=np.int64)
     masks = np.asarray(segments.masks, dtype=bool)
     painted = np.zeros(segments.shape, dtype=np.int64)
     areas = masks.reshape(len(masks), -1).sum(axis=1)
