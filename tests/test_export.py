@@ -303,6 +303,11 @@ def test_bad_inputs_exit_2_and_write_nothing(monkeypatch, capsys, tmp_path, conf
     other.write_text(text.replace("method_name: unic-lift", "method_name: splatfacto"))
     message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", other, "--output-dir", out)
     assert f"--load-config: {other} is a 'splatfacto' run" in message
+    plain = tmp_path / "segmentation_off" / "config.yml"
+    plain.parent.mkdir()
+    plain.write_text(config.read_text().replace("segmentation: true", "segmentation: false"))
+    message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", plain, "--output-dir", out)
+    assert f"--load-config: {plain} was trained with --pipeline.model.segmentation False" in message
     nowhere = tmp_path / "nope.yml"
     message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", nowhere, "--output-dir", out)
     assert "--load-config: no such file" in message
@@ -312,7 +317,7 @@ def test_bad_inputs_exit_2_and_write_nothing(monkeypatch, capsys, tmp_path, conf
     message = bad_input_message(monkeypatch, capsys, "instances", "--load-config", empty / "config.yml",
                                 "--output-dir", out)  # fmt: skip
     assert f"--load-config: cannot load the checkpoint of {empty / 'nerfstudio_models'}" in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_checkpoint", "splatfacto"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_checkpoint", "segmentation_off", "splatfacto"]
 
 
 def test_success_line_counts_what_ns_export_drops() -> None:

@@ -22,7 +22,7 @@ from gsplat.cuda._torch_impl import (
     _spherical_harmonics,
 )
 
-from unic_lift_ns.rasterization import compositing, rasterize, rasterize_torch, torch_backend
+from unic_lift_ns.rasterization import compositing, rasterize, rasterize_torch, rasterize_with_features, torch_backend
 from unic_lift_ns.rasterization.compositing import rasterize_to_pixels
 from unic_lift_ns.rasterization.intersection import isect_tiles
 from unic_lift_ns.rasterization.projection import fully_fused_projection
@@ -437,6 +437,43 @@ def test_feature_only_gradients_with_detached_geometry(batching):
     (got,) = torch.autograd.grad(weighted_loss(render, alpha), colors)
     (want,) = torch.autograd.grad(weighted_loss(ref_render, ref_alpha), colors)
     assert_close(got, want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("render_mode, packed, with_bg", [("RGB+ED", False, False), ("RGB", True, True)])
+def test_features_share_the_colour_pass_and_never_reach_geometry(batching, render_mode, packed, with_bg):
+    """Features composited in the colour pass equal a second pass with detached geometry, in values and in every
+    gradient: geometry (and ``means2d``, the densification statistic) get exactly the colour-only gradients."""
+    means, quats, scales, opacities, colors = make_scene(N=30, seed=11)
+    features = torch.rand(30, 12, generator=torch.Generator().manual_seed(12)).requires_grad_(True)
+    viewmats, Ks = make_cameras()
+    leaves = [means, quats, scales, opacities, colors, features]
+    kwargs = dict(render_mode=render_mode, packed=packed, absgrad=True)
+    if with_bg:
+        kwargs["backgrounds"] = torch.tensor([[0.2, 0.3, 0.4], [0.5, 0.1, 0.0]])
+
+
+    render, feats, alpha, info = rasterize_with_features(*leaves[:5], features, viewmats, Ks, W, H, **kwargs)
+    loss = weighted_loss(render, alpha) + weighted_loss(feats, alpha.detach(), seed=2)
+    info["means2d"].retain_grad()
+    loss.backward()
+    shared = [t.grad.clone() for t in leaves] + [info["means2d"].grad.clone(), info["means2d"].absgrad.clone()]
+    for t in leaves:
+        t.grad = None
+
+    ref, ref_alpha, ref_info = rasterize_torch(*leaves[:5], viewmats, Ks, W, H, **kwargs)
+    geometry = [t.detach() for t in leaves[:4]]
+    ref_feats, _, _ = rasterize_torch(*geometry, features, viewmats, Ks, W, H, packed=packed)
+    ref_info["means2d"].retain_grad()
+    (weighted_loss(ref, ref_alpha) + weighted_loss(ref_feats, ref_alpha.detach(), seed=2)).backward()
+    separate = [t.grad.clone() for t in leaves] + [ref_info["means2d"].grad, ref_info["means2d"].absgrad]
+
+    assert "render_features" not in info and feats.shape == (2, H, W, 12)
+    assert_close(render, ref, rtol=1e-5)
+    assert_close(feats, ref_feats, rtol=1e-5)
+    assert_close(alpha, ref_alpha, rtol=1e-6)
+    for got, want in zip(shared, separate):
+        assert_close(got, want, rtol=1e-4)
+    assert shared[5].abs().sum() > 0  # the features did get gradients
 
 
 def test_covars_input_matches_reference():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unic_lift_ns.rasterization import rasterize, rasterize_torch
+from unic_lift_ns.rasterization import rasterize, rasterize_torch, rasterize_with_features
 
 pytestmark = [
     pytest.mark.gpu,
@@ -95,5 +95,33 @@ def test_parity_with_gsplat(kwargs):
     assert (render - ref_render).abs().quantile(0.999) < 1e-3
     assert (alpha - ref_alpha).abs().max() < 5e-3
     assert rel_err(render, ref_render) < 1e-3
+    for name, grad in grads.items():
+        assert rel_err(grad, ref_grads[name]) < 2e-2, name
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_features_share_the_colour_pass_on_cuda_like_on_cpu(packed):
+    """``rasterize_with_features`` on CUDA (gsplat's rasterize_to_pixels on the colour pass's intersections)
+    against the CPU rasteriser's shared pass: feature maps, feature gradients, and geometry gradients that come
+    from the colours alone."""
+    width, height = 96, 80
+    params, viewmats, Ks = random_scene(2000, 2, width, height, seed=5)
+    features = torch.rand(2000, 12, generator=torch.Generator().manual_seed(6))
+
+    def run_features(device):
+        leaves = {k: v.to(device).requires_grad_(True) for k, v in {**params, "features": features}.items()}
+        render, feats, alpha, info = rasterize_with_features(
+            leaves["means"], leaves["quats"], leaves["scales"], leaves["opacities"], leaves["colors"],
+            leaves["features"], viewmats.to(device), Ks.to(device), width, height, packed=packed,
+        )  # fmt: skip
+        g = torch.Generator().manual_seed(1)
+        weights = torch.randn(render.shape, generator=g).to(device)
+        feature_weights = torch.randn(feats.shape, generator=g).to(device)
+        ((render * weights).sum() + (feats * feature_weights).sum()).backward()
+        return feats.detach().cpu(), {k: v.grad.cpu() for k, v in leaves.items()}
+
+    feats, grads = run_features("cpu")
+    ref_feats, ref_grads = run_features("cuda")
+    assert rel_err(feats, ref_feats) < 1e-3
     for name, grad in grads.items():
         assert rel_err(grad, ref_grads[name]) < 2e-2, name

@@ -73,6 +73,11 @@ def read_run_config(config_path: Path, flag: str = "--load-config") -> TrainerCo
             f"{flag}: {config_path} is a '{config.method_name}' run ({type(config.pipeline.model).__name__}), "
             "not a run of unic-lift or its baselines"
         )
+    if not config.pipeline.model.segmentation:
+        raise InputError(
+            f"{flag}: {config_path} was trained with --pipeline.model.segmentation False (plain Splatfacto): it has "
+            "no instances to evaluate or export"
+        )
     return config
 
 

@@ -106,6 +106,11 @@ class ContrastiveLiftModel(SegmentationSplatModel):
 
     # ------------------------------------------------------------------------------------------ training
 
+    def rendered_loss_weights(self) -> List[float]:
+        """The semantic loss's weight and those of the slow-fast (Eq. 4) and concentration (Eq. 5) losses."""
+        cfg = self.config
+        return super().rendered_loss_weights() + [cfg.slow_fast_loss_weight, cfg.concentration_loss_weight]
+
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """The fast embedding theta and semantic logits, plus the slow embedding in training (Eq. 4)."""
         features = super().segmentation_features(params)

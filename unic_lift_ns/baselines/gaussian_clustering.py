@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +114,13 @@ class GaussianClusteringModel(SegmentationSplatModel):
         return features
 
     # ------------------------------------------------------------------------------------------ losses
+
+    def rendered_loss_weights(self) -> List[float]:
+        """The semantic loss's weight and, on the steps L_CC is scheduled for, its weight: the other steps skip the
+        segmentation render."""
+        cfg = self.config
+        scheduled = applies_at(self.step, cfg.contrastive_every)
+        return super().rendered_loss_weights() + [cfg.contrastive_loss_weight if scheduled else 0.0]
 
     def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
         """L_CC on the rendered features, on the steps it is scheduled for."""

@@ -1,5 +1,6 @@
 """The segmentation backbone of every method: Splatfacto whose Gaussians also carry an embedding and semantic
-logits, rendered like colour (UniC-Lift Eq. 3) in a second pass with detached geometry.
+logits, rendered like colour (UniC-Lift Eq. 3) along the colour pass's projection and depth order, with detached
+geometry.
 
 Segmentation channels never move means, scales, rotations or opacities and never reach the densification
 statistics (UniC-Lift section 4). The model runs on any device: gsplat's kernels on CUDA, the pure-PyTorch
@@ -38,7 +39,7 @@ from unic_lift_ns.errors import InputError
 from unic_lift_ns.instance_codes import instance_overlay, label_palette
 from unic_lift_ns.losses import semantic_loss
 from unic_lift_ns.lazy_lpips import LazyLPIPS
-from unic_lift_ns.rasterization import rasterize
+from unic_lift_ns.rasterization import rasterize, rasterize_with_features
 
 SEMANTIC_IGNORE = 255
 """Value of unlabelled pixels in semantic masks."""
@@ -55,6 +56,10 @@ class SegmentationSplatModelConfig(SplatfactoModelConfig):
     _target: Type = field(default_factory=lambda: SegmentationSplatModel)
     embedding_dim: int = 12
     """Dimension of the per-Gaussian embedding rendered like colour."""
+    segmentation: bool = True
+    """Render and train the segmentation channels; False = plain Splatfacto (no embedding, instance or semantic
+    output, no segmentation loss), the baseline of the overhead benchmarks. Training also skips the segmentation
+    render while every loss on it has weight 0."""
     num_semantic_classes: int = 2
     """Classes of the optional semantic head (Messy Rooms: background, object); 0 disables it."""
     semantic_loss_weight: float = 0.1
@@ -255,21 +260,20 @@ class SegmentationSplatModel(SplatfactoModel):
         )
         common = dict(viewmats=viewmat, Ks=K, width=W, height=H, packed=False, near_plane=0.01, far_plane=1e10,
                       rasterize_mode=self.config.rasterize_mode)  # fmt: skip
-        render, alpha, self.info = rasterize(
-            **geometry, colors=colors, render_mode=render_mode, sh_degree=sh_degree, sparse_grad=False,
-            absgrad=self.strategy.absgrad, **common,
-        )  # fmt: skip
+        raster = dict(colors=colors, render_mode=render_mode, sh_degree=sh_degree, sparse_grad=False,
+                      absgrad=self.strategy.absgrad, **common)  # fmt: skip
+        # Eq. 3: the segmentation features are composited with the colours' weights, geometry detached.
+        features = self.segmentation_features(params) if self.renders_segmentation() else {}
+        rendered: Dict[str, Tensor] = {}
+        if features:
+            render, seg, alpha, self.info = rasterize_with_features(
+                **geometry, features=torch.cat(list(features.values()), dim=-1), **raster
+            )
+            rendered = dict(zip(features, seg[0].split([f.shape[-1] for f in features.values()], dim=-1)))
+        else:
+            render, alpha, self.info = rasterize(**geometry, **raster)
         if self.training:
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
-
-        # Eq. 3: the segmentation features are composited with the same weights, geometry detached.
-        features = self.segmentation_features(params)
-        seg, _, _ = rasterize(
-            **{k: v.detach() for k, v in geometry.items()}, colors=torch.cat(list(features.values()), dim=-1),
-            render_mode="RGB", **common,
-        )  # fmt: skip
-        rendered = dict(zip(features, seg[0].split([f.shape[-1] for f in features.values()], dim=-1)))
-        embedding = rendered["embedding"]
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
@@ -284,8 +288,10 @@ class SegmentationSplatModel(SplatfactoModel):
             "depth": depth,  # type: ignore[dict-item]
             "accumulation": alpha.squeeze(0),
             "background": background,
-            "embedding": embedding,
         }
+        if not rendered:
+            return outputs
+        outputs["embedding"] = rendered["embedding"]
         if self.training:  # the other feature maps are for the losses only: the viewer cannot colour them
             outputs.update({name: value for name, value in rendered.items() if name != "embedding"})
         else:  # decoded outputs are for the viewer and evaluation, not the training step
@@ -300,6 +306,18 @@ class SegmentationSplatModel(SplatfactoModel):
                 outputs["semantics"] = label_palette(classes)
                 outputs["semantic_label"] = classes.float().unsqueeze(-1)
         return outputs
+
+    def renders_segmentation(self) -> bool:
+        """Whether :meth:`get_outputs` renders the segmentation features: unless ``segmentation`` is off, always
+        outside training, and in training while some loss on them has a positive weight."""
+        if not self.config.segmentation:
+            return False
+        return not self.training or any(weight > 0 for weight in self.rendered_loss_weights())
+
+    def rendered_loss_weights(self) -> List[float]:
+        """Weights of the losses on the rendered segmentation features (the semantic loss here; methods add
+        theirs)."""
+        return [self.config.semantic_loss_weight] if self.semantic_logits is not None else []
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Per-Gaussian features rendered with detached geometry, by output name: the embedding v (Eq. 3) and the
@@ -325,7 +343,7 @@ class SegmentationSplatModel(SplatfactoModel):
     # -------------------------------------------------------------------------------------------- losses
 
     def _mask_at_render_size(self, mask: Tensor, outputs: Dict) -> Tensor:
-        height, width = outputs["embedding"].shape[:2]
+        height, width = outputs["rgb"].shape[:2]
         return resize_label_map(mask.to(self.device), height, width).reshape(-1)
 
     def gaussian_cache(self, name: str, build: Callable[[], Cached], refresh_every: int) -> Cached:
@@ -343,7 +361,10 @@ class SegmentationSplatModel(SplatfactoModel):
         """Splatfacto's rendering loss + the method's instance losses (where the view has a mask) + the semantic
         loss + the method's losses on the Gaussians themselves."""
         loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
-        if not self.training:
+        if not self.training or not self.config.segmentation:
+            return loss_dict
+        loss_dict.update(self.gaussian_losses())
+        if "embedding" not in outputs:  # every loss on the rendered features has weight 0
             return loss_dict
         cfg = self.config
         if "instance_mask" in batch:
@@ -352,7 +373,6 @@ class SegmentationSplatModel(SplatfactoModel):
             target = self._mask_at_render_size(batch["semantic_mask"], outputs)
             logits = outputs["semantic_logits"].reshape(-1, cfg.num_semantic_classes)
             loss_dict["semantic_loss"] = cfg.semantic_loss_weight * semantic_loss(logits, target, SEMANTIC_IGNORE)
-        loss_dict.update(self.gaussian_losses())
         return loss_dict
 
     def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
@@ -377,7 +397,5 @@ class SegmentationSplatModel(SplatfactoModel):
         its images plus the decoded instance and semantic maps."""
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         metrics = {name: value for name, value in metrics.items() if not math.isnan(value)}
-        images["instance"] = outputs["instance"]
-        if "semantics" in outputs:
-            images["semantics"] = outputs["semantics"]
+        images.update({name: outputs[name] for name in ("instance", "semantics") if name in outputs})
         return metrics, images

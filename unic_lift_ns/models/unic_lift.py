@@ -131,6 +131,10 @@ class UniCLiftModel(SegmentationSplatModel):
         groups["triplet_projection"] = list(self.triplet_projection.parameters())
         return groups
 
+    def rendered_loss_weights(self) -> List[float]:
+        """The semantic loss's weight, lambda_cluster and lambda_triplet (Eq. 7)."""
+        return super().rendered_loss_weights() + [self.config.cluster_loss_weight, self.config.triplet_loss_weight]
+
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """The embedding v (Eq. 3) and semantic logits, plus each Gaussian's own bits as +-1 votes (0 where it does
         not vote) outside training with 'gaussian-votes'."""

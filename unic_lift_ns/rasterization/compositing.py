@@ -4,7 +4,9 @@ Pixels are processed in ``block`` x ``block`` blocks, batches of blocks at once,
 depth-sorted intersection list (:mod:`.intersection`) in chunks. Alphas, the 1/255 skip, the 0.999
 clamp and the early stop at transmittance 1e-4 follow gsplat 1.4.0's kernel. The backward pass is
 analytic and recomputes each batch, so memory stays bounded by one batch, and ``means2d`` receives
-per-pixel gradients (and ``absgrad``) like gsplat.
+per-pixel gradients (and ``absgrad``) like gsplat. Channels past ``geometry_channels`` are composited with the
+same weights but their gradients stop at the colours: the backward pass leaves them out of every geometry gradient,
+as if the geometry had been detached for them, without a second projection, sort or compositing pass.
 """
 
 from __future__ import annotations
@@ -158,13 +160,15 @@ def _gather(table: Tensor, gid: Tensor) -> Tensor:
 class _CompositeBlocks(torch.autograd.Function):
     """Front-to-back compositing over block lists, inputs as in :func:`rasterize_to_pixels`.
 
-    Outputs are block-major: colours [C * nb, P, D] and alphas [C * nb, P, 1].
+    Outputs are block-major: colours [C * nb, P, D] and alphas [C * nb, P, 1]. Only the first ``geometry_channels``
+    colour channels contribute to the gradients of ``means2d``, ``conics`` and ``opacities``.
     """
 
     @staticmethod
     def forward(
-        ctx, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, plan: _Plan, absgrad: bool
-    ) -> Tuple[Tensor, Tensor]:
+        ctx, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, plan: _Plan, absgrad: bool,
+        geometry_channels: int,
+    ) -> Tuple[Tensor, Tensor]:  # fmt: skip
         table = _gaussian_table(means2d, conics, opacities, colors)
         D, P = colors.shape[-1], plan.block**2
         render = table.new_zeros(plan.counts.numel(), P, D)
@@ -183,7 +187,7 @@ class _CompositeBlocks(torch.autograd.Function):
             render[blocks] = acc
             log_trans[blocks] = state.log_t
         trans_final = torch.exp(log_trans)
-        ctx.plan, ctx.absgrad = plan, absgrad
+        ctx.plan, ctx.absgrad, ctx.geometry_channels = plan, absgrad, geometry_channels
         ctx.save_for_backward(means2d, conics, colors, opacities, render, trans_final)
         return render, (1.0 - trans_final)[..., None]
 
@@ -192,14 +196,14 @@ class _CompositeBlocks(torch.autograd.Function):
         means2d, conics, colors, opacities, render, trans_final = ctx.saved_tensors
         plan: _Plan = ctx.plan
         table = _gaussian_table(means2d, conics, opacities, colors)
-        D = colors.shape[-1]
+        D, G = colors.shape[-1], ctx.geometry_channels
         geometry = any(ctx.needs_input_grad[i] for i in (0, 1, 3))
         absgrad = ctx.absgrad and geometry
         # gradient rows: (colour..., [x, y, conic_a, conic_b, conic_c, opacity, [|x|, |y|]])
         v_table = table.new_zeros(table.shape[0], D + 6 * geometry + 2 * absgrad)
         v_render = v_render.contiguous()
-        # per pixel: sum_j w_j <v, c_j> and dL/dalpha_out * T_final
-        v_total = (v_render * render).sum(-1)
+        # per pixel: sum_j w_j <v, c_j> (geometry channels only) and dL/dalpha_out * T_final
+        v_total = (v_render[..., :G] * render[..., :G]).sum(-1)
         v_t_final = v_alpha_out[..., 0] * trans_final
         for blocks, n_max in plan.batches:
             v_pix = v_render[blocks]  # [B, P, D]
@@ -214,7 +218,7 @@ class _CompositeBlocks(torch.autograd.Function):
                 weight = alpha * trans
                 v_rows = [torch.bmm(weight.transpose(1, 2), v_pix)]  # dL/dcolour [B, L, D]
                 if geometry:
-                    vc = torch.bmm(v_pix, rows[..., 6:].transpose(1, 2))  # <v, c_j> [B, P, L]
+                    vc = torch.bmm(v_pix[..., :G], rows[..., 6 : 6 + G].transpose(1, 2))  # <v, c_j> [B, P, L]
                     cum = torch.cumsum(weight.mul_(vc), dim=-1).add_(prefix)  # sum_{k<=j} w_k <v, c_k>
                     prefix = cum[..., -1:].clone()
                     # dL/dalpha_j = T_j <v, c_j> - (sum_{k>j} w_k <v, c_k> - dL/dalpha_out T_final) / (1 - alpha_j)
@@ -232,6 +236,7 @@ class _CompositeBlocks(torch.autograd.Function):
             v_table[:, D + 2 : D + 5].reshape(conics.shape) if geometry else None,
             v_table[:, :D].reshape(colors.shape),
             v_table[:, D + 5].reshape(opacities.shape) if geometry else None,
+            None,
             None,
             None,
         )
@@ -288,11 +293,14 @@ def rasterize_to_pixels(
     block_counts: Tensor,  # [C * n_blocks]
     backgrounds: Optional[Tensor] = None,  # [C, D]
     absgrad: bool = False,
+    geometry_channels: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Composite the block lists of :func:`.intersection.isect_tiles` into ``render_colors`` [C, H, W, D]
-    and ``render_alphas`` [C, H, W, 1]; ``backgrounds`` fill the remaining transmittance."""
+    and ``render_alphas`` [C, H, W, 1]; ``backgrounds`` fill the remaining transmittance. Only the first
+    ``geometry_channels`` channels (default: all) send gradients to the geometry."""
     plan = _make_plan(flatten_ids, block_counts, width, height, block)
-    render, alphas = _CompositeBlocks.apply(means2d, conics, colors, opacities, plan, absgrad)
+    G = colors.shape[-1] if geometry_channels is None else geometry_channels
+    render, alphas = _CompositeBlocks.apply(means2d, conics, colors, opacities, plan, absgrad, G)
     render_colors, render_alphas = _blocks_to_image(render, plan), _blocks_to_image(alphas, plan)
     if backgrounds is not None:
         render_colors = render_colors + backgrounds[:, None, None, :] * (1.0 - render_alphas)

@@ -51,6 +51,7 @@ def rasterize_torch(
     distributed: bool = False,
     camera_model: Literal["pinhole", "ortho", "fisheye"] = "pinhole",
     covars: Optional[Tensor] = None,
+    features: Optional[Tensor] = None,  # [(C,) N, S]
 ) -> Tuple[Tensor, Tensor, Dict]:
     """Rasterise 3D Gaussians to C images; same arguments and outputs as gsplat 1.4.0's ``rasterization``.
 
@@ -63,6 +64,10 @@ def rasterize_torch(
     ``absgrad`` it also gets ``.absgrad`` (sum over pixels of absolute per-pixel gradients) after
     backward. Only float32 pinhole cameras are supported; all channels are composited in one pass
     (``channel_chunk`` is ignored) and gradients are always dense (``sparse_grad`` is ignored).
+
+    ``features`` (not in gsplat) are composited in the same pass, with the same weights, and returned as
+    ``info["render_features"]`` [C, H, W, S]; their gradients reach the features only, never the geometry or
+    ``means2d`` (nor so the densification statistics), exactly as a second pass with detached geometry would.
     """
     if distributed:
         raise NotImplementedError("distributed rasterisation needs gsplat on CUDA")
@@ -105,6 +110,9 @@ def rasterize_torch(
     else:
         colors = colors.expand(C, N, colors.shape[-1])
 
+    if features is not None:
+        assert features.shape[:-1] in ((N,), (C, N)), features.shape
+        features = features.expand(C, N, features.shape[-1])
     if packed:
         camera_ids, gaussian_ids = torch.nonzero(radii > 0, as_tuple=True)
         radii = radii[camera_ids, gaussian_ids]
@@ -113,6 +121,7 @@ def rasterize_torch(
         conics = conics[camera_ids, gaussian_ids]
         opacities = opacities[camera_ids, gaussian_ids]
         colors = colors[camera_ids, gaussian_ids]
+        features = None if features is None else features[camera_ids, gaussian_ids]
         flat_cams = camera_ids
     else:
         camera_ids, gaussian_ids = None, None
@@ -136,6 +145,12 @@ def rasterize_torch(
         if backgrounds is not None:
             backgrounds = backgrounds.new_zeros(C, 1)
 
+    geometry_channels = colors.shape[-1]
+    if features is not None:
+        colors = torch.cat([colors, features], dim=-1)
+        if backgrounds is not None:
+            backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(C, features.shape[-1])], dim=-1)
+
     block = BLOCK_SIZE if tile_size % BLOCK_SIZE == 0 else tile_size
     tiles_per_gauss, flatten_ids, block_counts = isect_tiles(
         means2d.reshape(-1, 2), radii.reshape(-1), depths.reshape(-1), conics.reshape(-1, 3),
@@ -155,8 +170,10 @@ def rasterize_torch(
 
     render_colors, render_alphas = rasterize_to_pixels(
         means2d, conics, colors, opacities, width, height, block, flatten_ids, block_counts,
-        backgrounds=backgrounds, absgrad=absgrad,
+        backgrounds=backgrounds, absgrad=absgrad, geometry_channels=geometry_channels,
     )  # fmt: skip
+    if features is not None:
+        render_colors, info["render_features"] = render_colors.split([geometry_channels, features.shape[-1]], -1)
     if render_mode in ("ED", "RGB+ED"):
         render_colors = torch.cat(
             [render_colors[..., :-1], render_colors[..., -1:] / render_alphas.clamp(min=1e-10)], dim=-1
