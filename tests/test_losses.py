@@ -4,7 +4,9 @@ import math
 
 import pytest
 import torch
+from gsplat.strategy.ops import remove
 
+from conftest import setup_model
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,
@@ -14,6 +16,7 @@ from unic_lift_ns.losses import (
     semantic_loss,
     triplet_loss,
 )
+from unic_lift_ns.models.unic_lift import UniCLiftModel, UniCLiftModelConfig
 
 
 def _segment_map() -> torch.Tensor:
@@ -113,7 +116,7 @@ def test_neighbour_pairs_matches_brute_force():
     pairs = neighbour_pairs(means, tau, max_neighbours=300)
     d2 = torch.cdist(means.double(), means.double()).square()
     expected = ((d2 <= tau) & ~torch.eye(300, dtype=torch.bool)).nonzero()
-    assert pairs.dtype == torch.long and pairs.shape[1] == 2
+    assert pairs.dtype == torch.int32 and pairs.shape[1] == 2
     assert set(map(tuple, pairs.tolist())) == set(map(tuple, expected.tolist()))
     assert len(pairs) == len(expected)  # no duplicates
 
@@ -147,6 +150,104 @@ def test_neighbour_pairs_duplicate_points():
     pairs = neighbour_pairs(means, 1e-4, max_neighbours=2)
     assert torch.all(pairs[:, 0] != pairs[:, 1])
     assert torch.bincount(pairs[:, 0], minlength=5).tolist() == [2] * 5
+
+
+def test_neighbourhood_loss_accepts_int32_and_int64_pairs():
+    v = torch.randn(30, 5, generator=torch.Generator().manual_seed(3))
+    pairs = torch.randint(0, 30, (80, 2), generator=torch.Generator().manual_seed(4), dtype=torch.int32)
+    assert torch.equal(neighbourhood_loss(v, pairs), neighbourhood_loss(v, pairs.long()))
+
+
+def test_neighbourhood_loss_sample_covering_every_pair_is_the_full_loss():
+    v = torch.randn(30, 5, generator=torch.Generator().manual_seed(3))
+    pairs = neighbour_pairs(torch.rand(30, 3, generator=torch.Generator().manual_seed(4)), 0.2, 8)
+    full = neighbourhood_loss(v, pairs)
+    gen = torch.Generator().manual_seed(0)
+    for num_samples in (None, 0, len(pairs), len(pairs) + 1):
+        assert torch.equal(neighbourhood_loss(v, pairs, num_samples, gen), full)
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())  # nothing drawn
+
+
+def test_neighbourhood_loss_sample_is_unbiased_for_the_loss_and_its_gradient():
+    """The mean over a uniform sample of pairs estimates Eq. 6's mean over all pairs without bias: the average of
+    many draws matches the full loss and gradient within 4 standard errors."""
+    gen = torch.Generator().manual_seed(5)
+    v = torch.randn(20, 3, generator=gen, requires_grad=True)
+    pairs = torch.randint(0, 20, (40, 2), generator=gen, dtype=torch.int32)
+    full = neighbourhood_loss(v, pairs)
+    (full_grad,) = torch.autograd.grad(full, v)
+    num_samples, draws = 8, 4000
+    losses, grads = [], []
+    for _ in range(draws):
+        loss = neighbourhood_loss(v, pairs, num_samples, gen)
+        losses.append(loss.detach())
+        grads.append(torch.autograd.grad(loss, v)[0])
+    losses, grads = torch.stack(losses), torch.stack(grads)
+    assert len(set(losses.tolist())) > 100  # the draws do differ
+    assert (losses.mean() - full).abs() <= 4 * losses.std() / draws**0.5
+    assert torch.all((grads.mean(0) - full_grad).abs() <= 4 * grads.std(0) / draws**0.5 + 1e-6)
+
+
+def test_neighbourhood_loss_sample_follows_its_generator():
+    v = torch.randn(30, 5, generator=torch.Generator().manual_seed(3))
+    pairs = torch.randint(0, 30, (500, 2), generator=torch.Generator().manual_seed(4), dtype=torch.int32)
+    first = neighbourhood_loss(v, pairs, 16, torch.Generator().manual_seed(7))
+    assert torch.equal(first, neighbourhood_loss(v, pairs, 16, torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, neighbourhood_loss(v, pairs, 16, torch.Generator().manual_seed(8)))
+
+
+def _sampled_model(**overrides) -> UniCLiftModel:
+    """A UniC-Lift model on 300 seed points with the 3D loss on from step 0, over 50 of its 1376 pairs per step."""
+    config = UniCLiftModelConfig(**{"neighbour_loss_start": 0, "neighbour_pairs_per_step": 50, **overrides})
+    return setup_model(config, num_points=300)
+
+
+def test_model_builds_neighbours_once_until_refinement_replaces_the_gaussians(monkeypatch):
+    """By default (neighbour_refresh_every=None) the KD-tree runs when the 3D loss first needs pairs and again only
+    when gsplat's refinement replaces the means tensor, however many steps pass; an interval adds rebuilds."""
+    builds = []
+
+    def counted(means, tau, max_neighbours):
+        builds.append(len(means))
+        return neighbour_pairs(means, tau, max_neighbours)
+
+    monkeypatch.setattr("unic_lift_ns.models.unic_lift.neighbour_pairs", counted)
+    model = _sampled_model()
+    for step in (0, 1, 999, 1000, 10**6):
+        model.step = step
+        assert model.gaussian_losses()["neighbour_loss"] > 0
+    assert builds == [300]
+    optimizers = {name: torch.optim.Adam([p], lr=1e-3) for name, p in model.gauss_params.items()}
+    pruned = torch.arange(model.num_points) < 10
+    remove(params=model.gauss_params, optimizers=optimizers, state={}, mask=pruned)  # as refinement prunes
+    model.gaussian_losses()
+    model.gaussian_losses()
+    assert builds == [300, 290]
+
+    model.config.neighbour_refresh_every = 1000
+    for step in (10**6 + 999, 10**6 + 1000):
+        model.step = step
+        model.gaussian_losses()
+    assert builds == [300, 290, 290]
+
+
+def test_model_neighbour_sample_resumes_with_the_checkpointed_generator():
+    """The per-step sample of pairs draws from a generator saved in the model's extra state: a model restored
+    from it draws what the saved one draws next. With neighbour_pairs_per_step 0, the loss is over every pair."""
+    saved, restored = _sampled_model(), _sampled_model()
+    first = saved.gaussian_losses()["neighbour_loss"]
+    restored.load_state_dict(saved.state_dict())
+    second = saved.gaussian_losses()["neighbour_loss"]
+    assert not torch.equal(first, second)
+    assert torch.equal(restored.gaussian_losses()["neighbour_loss"], second)
+    state = saved.get_extra_state()
+    del state["neighbour_generator"]  # a checkpoint saved before the sample existed still loads
+    restored.set_extra_state(state)
+
+    every = _sampled_model(neighbour_pairs_per_step=0)
+    pairs = neighbour_pairs(every.means, every.config.neighbour_tau, every.config.max_neighbours)
+    expected = every.config.neighbour_loss_weight * neighbourhood_loss(every.embeddings, pairs)
+    torch.testing.assert_close(every.gaussian_losses()["neighbour_loss"], expected, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- semantic head

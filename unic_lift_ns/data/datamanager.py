@@ -72,6 +72,9 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
         **kwargs,
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        # The model's collision split (split_collisions) projects the Gaussians into the train views; the same object
+        # that undistortion updates in place.
+        self.train_dataset.metadata["train_cameras"] = self.train_dataset.cameras
         if test_mode == "inference":
             self.train_dataset.metadata.update(segment_counts={}, semantic_max_ids={})
             return

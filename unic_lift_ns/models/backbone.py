@@ -224,18 +224,9 @@ class SegmentationSplatModel(SplatfactoModel):
         else:
             camera_to_world = camera.camera_to_worlds
 
-        keep = None
-        if self.crop_box is not None and not self.training:
-            keep = self.crop_box.within(self.means).squeeze()
-            if keep.sum() == 0:
-                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
-        if self.gaussian_filter is not None and not self.training:
-            if self.gaussian_filter.shape[0] != self.num_points:  # stale after densification: draw everything
-                self.gaussian_filter = None
-            else:
-                keep = self.gaussian_filter if keep is None else keep & self.gaussian_filter
-                if not bool(keep.any()):
-                    return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+        keep = self.drawn_gaussians()
+        if keep is not None and not bool(keep.any()):
+            return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
         params = {name: (p[keep] if keep is not None else p) for name, p in self.gauss_params.items()}
 
         scale = self._get_downscale_factor()
@@ -307,6 +298,19 @@ class SegmentationSplatModel(SplatfactoModel):
                 outputs["semantic_label"] = classes.float().unsqueeze(-1)
         return outputs
 
+    def drawn_gaussians(self) -> Optional[Tensor]:
+        """[N] bool mask of the Gaussians :meth:`get_outputs` draws outside training (inside the crop box and the
+        viewer's isolate/hide filter); None = all of them."""
+        if self.training:
+            return None
+        keep = None if self.crop_box is None else self.crop_box.within(self.means).reshape(-1)
+        if self.gaussian_filter is not None:
+            if self.gaussian_filter.shape[0] != self.num_points:  # stale after densification: draw everything
+                self.gaussian_filter = None
+            else:
+                keep = self.gaussian_filter if keep is None else keep & self.gaussian_filter
+        return keep
+
     def renders_segmentation(self) -> bool:
         """Whether :meth:`get_outputs` renders the segmentation features: unless ``segmentation`` is off, always
         outside training, and in training while some loss on them has a positive weight."""
@@ -346,13 +350,14 @@ class SegmentationSplatModel(SplatfactoModel):
         height, width = outputs["rgb"].shape[:2]
         return resize_label_map(mask.to(self.device), height, width).reshape(-1)
 
-    def gaussian_cache(self, name: str, build: Callable[[], Cached], refresh_every: int) -> Cached:
-        """``build()`` (e.g. KD-tree neighbours of the Gaussians), cached under ``name`` and built again every
-        ``refresh_every`` steps and whenever the Gaussians change: gsplat's refinement (and loading a checkpoint)
-        replaces the ``means`` tensor, whose indices a cached value refers to."""
+    def gaussian_cache(self, name: str, build: Callable[[], Cached], refresh_every: Optional[int]) -> Cached:
+        """``build()`` (e.g. KD-tree neighbours of the Gaussians), cached under ``name`` and built again whenever
+        the Gaussians change (gsplat's refinement and loading a checkpoint replace the ``means`` tensor, whose
+        indices a cached value refers to) and every ``refresh_every`` steps (None: only then)."""
         cached = self._gaussian_caches.get(name)
         means = self.gauss_params["means"]
-        if cached is None or cached[2]() is not means or self.step - cached[1] >= refresh_every:
+        stale = refresh_every is not None and cached is not None and self.step - cached[1] >= refresh_every
+        if cached is None or cached[2]() is not means or stale:
             cached = (build(), self.step, weakref.ref(means))
             self._gaussian_caches[name] = cached
         return cached[0]
