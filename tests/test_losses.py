@@ -10,6 +10,7 @@ from conftest import setup_model
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,
+    code_push_loss,
     neighbour_pairs,
     neighbourhood_loss,
     random_triplets,
@@ -366,3 +367,15 @@ def test_gradients_reach_only_embeddings_and_linear_layer():
     assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0
     assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
     assert means.grad is None and scales.grad is None and opacities.grad is None
+
+
+def test_code_push_loss_is_zero_at_the_corners_and_pushes_away_from_the_centre():
+    codes = torch.tensor([[0.0, 1.0], [0.5, 0.5], [0.6, 0.1], [0.5, 0.5]], requires_grad=True)
+    segments = torch.tensor([1, 2, 3, 0])  # the last pixel is unmasked
+    loss = code_push_loss(codes, segments)
+    assert loss.item() == pytest.approx((0.0 + 0.0 + 0.5 + 0.5 + 0.4 + 0.1) / 6)
+    loss.backward()
+    # descent moves every code away from 0.5 (0.6 up, 0.1 down, corners outwards); the unmasked pixel feels nothing
+    assert codes.grad[2, 0] < 0 < codes.grad[2, 1] and codes.grad[0, 1] < 0 < codes.grad[0, 0]
+    assert not codes.grad[3].any()
+    assert code_push_loss(codes, torch.zeros(4, dtype=torch.long)).item() == 0.0

@@ -55,6 +55,25 @@ def cluster_contrastive_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:
     return intra - inter
 
 
+def code_push_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:
+    """Mean over masked pixels and bits of ``0.5 - |sigmoid(V) - 0.5|`` (not in the paper): pushes rendered codes
+    off the cube's centre, where Eq. 4 leaves a segment seen in every view (the floor), since its inter-centroid
+    term has no gradient on a centroid at the centroids' mean. Unlike a squared distance, the absolute value's gradient
+does not vanish near the centre.
+
+    Args:
+        embeddings: [P, d] rendered embeddings after the sigmoid, in [0, 1]^d.
+        segment_ids: [P] int64 segment id per pixel; ids ``<= 0`` are ignored.
+
+    Returns:
+        Scalar in [0, 0.5]; 0 (in the graph) without a masked pixel.
+    """
+    valid = segment_ids > 0
+    if not bool(valid.any()):
+        return embeddings.sum() * 0.0
+    return (0.5 - (embeddings[valid] - 0.5).abs()).mean()
+
+
 def _uniform(shape: Tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> Tensor:
     """Float64 uniforms in [0, 1) drawn on the generator's device and moved to ``device``."""
     gen_device = generator.device if generator is not None else device

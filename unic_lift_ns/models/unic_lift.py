@@ -19,6 +19,7 @@ from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_l
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,
+    code_push_loss,
     neighbour_pairs,
     neighbourhood_loss,
     random_triplets,
@@ -57,6 +58,9 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     """Step from which the triplet loss is on; None = once densification has stopped (stop_split_at)."""
     use_linear_layer: bool = True
     """Apply the learnable d x d linear layer W before the triplet loss (z = W sigmoid(V)); off = ablation."""
+    code_push_weight: float = 0.0
+    """Weight of a term not in the paper that pushes the rendered codes of masked pixels off the cube's centre
+    (losses.code_push_loss), where Eq. 4 leaves the floor; 0 = the paper's Eq. 7."""
     neighbour_tau: float = 0.01
     """tau of Eq. 6: Gaussians whose centres are within this SQUARED distance are neighbours."""
     neighbour_loss_start: int = 15000
@@ -162,8 +166,9 @@ class UniCLiftModel(SegmentationSplatModel):
         return groups
 
     def rendered_loss_weights(self) -> List[float]:
-        """The semantic loss's weight, lambda_cluster and lambda_triplet (Eq. 7)."""
-        return super().rendered_loss_weights() + [self.config.cluster_loss_weight, self.config.triplet_loss_weight]
+        """The semantic loss's weight, lambda_cluster and lambda_triplet (Eq. 7) and the code push's weight."""
+        cfg = self.config
+        return super().rendered_loss_weights() + [cfg.cluster_loss_weight, cfg.triplet_loss_weight, cfg.code_push_weight]
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """The embedding v (Eq. 3) and semantic logits, plus each Gaussian's own bits (of its split label with
@@ -265,6 +270,8 @@ class UniCLiftModel(SegmentationSplatModel):
         embedding = outputs["embedding"]
         squashed = torch.sigmoid(embedding.reshape(-1, cfg.embedding_dim))
         loss_dict = {"cluster_loss": cfg.cluster_loss_weight * cluster_contrastive_loss(squashed, segments)}
+        if cfg.code_push_weight > 0:
+            loss_dict["code_push_loss"] = cfg.code_push_weight * code_push_loss(squashed, segments)
         triplet_start = cfg.stop_split_at if cfg.triplet_start is None else cfg.triplet_start
         if cfg.triplet_loss_weight > 0 and self.step >= triplet_start:
             mine = boundary_triplets if cfg.triplet_mining == "boundary" else random_triplets
