@@ -154,8 +154,8 @@ class SegmentationSplatModel(SplatfactoModel):
             verbose=True,
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
-        # name -> (value, step it was built at, weak reference to the means tensor it was built from)
-        self._gaussian_caches: Dict[str, Tuple[Any, int, Callable[[], Optional[Tensor]]]] = {}
+        # name -> (value, step it was built at, weak reference to the means tensor it was built from, key)
+        self._gaussian_caches: Dict[str, Tuple[Any, int, Callable[[], Optional[Tensor]], Any]] = {}
         self._check_semantic_classes()
 
     def _check_semantic_classes(self) -> None:
@@ -350,15 +350,18 @@ class SegmentationSplatModel(SplatfactoModel):
         height, width = outputs["rgb"].shape[:2]
         return resize_label_map(mask.to(self.device), height, width).reshape(-1)
 
-    def gaussian_cache(self, name: str, build: Callable[[], Cached], refresh_every: Optional[int]) -> Cached:
+    def gaussian_cache(
+        self, name: str, build: Callable[[], Cached], refresh_every: Optional[int], key: Any = None
+    ) -> Cached:
         """``build()`` (e.g. KD-tree neighbours of the Gaussians), cached under ``name`` and built again whenever
         the Gaussians change (gsplat's refinement and loading a checkpoint replace the ``means`` tensor, whose
-        indices a cached value refers to) and every ``refresh_every`` steps (None: only then)."""
+        indices a cached value refers to), every ``refresh_every`` steps (None: only then) and whenever ``key``
+        (anything else the value depends on, compared with ``==``) does."""
         cached = self._gaussian_caches.get(name)
         means = self.gauss_params["means"]
         stale = refresh_every is not None and cached is not None and self.step - cached[1] >= refresh_every
-        if cached is None or cached[2]() is not means or stale:
-            cached = (build(), self.step, weakref.ref(means))
+        if cached is None or cached[2]() is not means or cached[3] != key or stale:
+            cached = (build(), self.step, weakref.ref(means), key)
             self._gaussian_caches[name] = cached
         return cached[0]
 

@@ -192,22 +192,19 @@ class UniCLiftModel(SegmentationSplatModel):
         cfg = self.config
         labels = embedding_to_label(self.embeddings)
         voting = self.voters(self.gauss_params).squeeze(-1) > 0
-        codes, settings = torch.where(voting, labels, -1), (cfg.collision_radius, cfg.collision_min_gaussians)
+        settings = (cfg.collision_radius, cfg.collision_min_gaussians)
 
-        def build() -> Tuple[Tensor, Tuple[float, int], Tensor, CollisionReport]:
+        def build() -> Tuple[Tensor, CollisionReport]:
             cameras = self.kwargs["metadata"]["train_cameras"]
             split_codes, report = split_label_collisions(
                 self.means[voting].cpu().numpy(), labels[voting].cpu().numpy(),
                 world_to_camera(cameras.camera_to_worlds).cpu().numpy(), cameras.get_intrinsics_matrices().numpy(),
                 cameras.width.numpy(), cameras.height.numpy(), cfg.embedding_dim, *settings,
             )  # fmt: skip
-            split = labels.masked_scatter(voting, torch.from_numpy(split_codes).to(labels.device))
-            return codes, settings, split, report
+            return labels.masked_scatter(voting, torch.from_numpy(split_codes).to(labels.device)), report
 
-        built_codes, built_settings, split, report = self.gaussian_cache("collision_split", build, 1)
-        if built_settings != settings or not torch.equal(built_codes, codes):
-            _, _, split, report = self.gaussian_cache("collision_split", build, 0)
-        return split, report
+        voting_codes = torch.where(voting, labels, -1).cpu().numpy().tobytes()
+        return self.gaussian_cache("collision_split", build, 1, key=(settings, voting_codes))
 
     def voters(self, params: Dict[str, Tensor]) -> Tensor:
         """[N, 1] float: 1 for the Gaussians that vote under vote_gate, else 0."""
