@@ -34,7 +34,8 @@ def _flags(cmd: list[str]) -> dict[str, str]:
 def test_variants_cover_the_ablations_and_baselines():
     names = [v.name for v in VARIANTS]
     assert len(set(names)) == len(names)
-    assert {"unic-lift", "unic-lift-votes", "unic-lift-votes-semantic", "no-triplet", "no-linear-layer", "no-3d-loss",
+    assert {"unic-lift", "unic-lift-votes", "unic-lift-votes-semantic", "unic-lift-no-semantics",
+            "unic-lift-votes-no-semantics", "cluster-sum", "stuff-label-0", "no-triplet", "no-linear-layer", "no-3d-loss",
             "3d-loss-from-start", "random-triplets", "masks-5pct", "masks-10pct", "masks-20pct", "masks-0.5x",
             "masks-0.25x", "contrastive-lift", "gaussian-clustering"} == set(names)  # fmt: skip
     assert [v.name for v in select_variants(("no-triplet", "unic-lift"))] == ["unic-lift", "no-triplet"]
@@ -75,7 +76,10 @@ def test_every_variant_command_parses_with_ns_train(budget):
             for part in path:
                 target = getattr(target, part)
             actual = getattr(target, name)
-            assert str(actual) == value if isinstance(actual, bool) else actual == type(actual)(value), (flag, actual)
+            if value == "None":
+                assert actual is None, (flag, actual)
+            else:
+                assert str(actual) == value if isinstance(actual, bool) else actual == type(actual)(value), (flag, actual)
 
 
 def test_cpu_small_trains_with_the_unic_lift_cpu_recipe_scaled_to_its_steps():
@@ -132,7 +136,7 @@ def test_bad_arguments_fail_cleanly(tmp_path, args, message):
 @pytest.mark.slow
 def test_bench_tiny_scene_end_to_end(tmp_path):
     out = tmp_path / "bench"
-    cmd = [BENCH, "--output-dir", str(out), "--methods", "unic-lift", "no-triplet", *TINY]
+    cmd = [BENCH, "--output-dir", str(out), "--methods", "unic-lift", "no-triplet", "--noise", "hard", *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -142,22 +146,27 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     data = json.loads((out / "bench.json").read_text())
     assert data["steps"] == 20 and data["budget"] == "cpu-small" and data["resolution"] == 32
     rows = {row["method"]: row for row in data["rows"]}
+    no_triplet_hdbscan = "UniC-Lift w/o triplet loss: maps, HDBSCAN + nearest centroid"
     assert list(rows) == [UNTRACKED, TRACKED, "UniC-Lift", "UniC-Lift maps, HDBSCAN + nearest centroid",
-                          "UniC-Lift w/o triplet loss"]  # fmt: skip
-    assert sum(line.startswith("| 4 |") for line in table) == len(rows)
+                          "UniC-Lift w/o triplet loss", no_triplet_hdbscan]  # fmt: skip
+    assert sum(line.startswith("| 4 | hard |") for line in table) == len(rows)
     for name, row in rows.items():
         result = row["result"]
-        assert row["objects"] == 4 and row["error"] is None
+        assert row["objects"] == 4 and row["noise"] == "hard" and row["error"] is None
         for key in ("pq_scene", "sq_scene", "rq_scene", "miou"):
             assert 0.0 <= result[key] <= 1.0, (name, key, result[key])
         assert result["num_gt_instances"] > 0 and result["num_views"] == 2
-    for name in ("UniC-Lift", "UniC-Lift maps, HDBSCAN + nearest centroid", "UniC-Lift w/o triplet loss"):
+    for name in ("UniC-Lift", "UniC-Lift maps, HDBSCAN + nearest centroid", "UniC-Lift w/o triplet loss",
+                 no_triplet_hdbscan):
         row = rows[name]
         assert row["train_seconds"] > 0 and row["train_cpu_seconds"] > 0 and row["label_seconds"] > 0, row
         assert row["peak_memory"] > 2**20, row
         assert row["peak_memory_kind"] == "max_rss" and row["result"]["psnr"] > 5
     assert rows["UniC-Lift"]["clustering_seconds"] is None
     assert rows["UniC-Lift maps, HDBSCAN + nearest centroid"]["clustering_seconds"] > 0
-    assert any("bit decoding" in note for note in data["notes"])
-    assert (out / "scenes" / "objects_4" / "scene.json").is_file()
-    assert (out / "runs" / "objects_4" / "unic-lift" / "no-triplet" / "config.yml").is_file()
+    assert rows[no_triplet_hdbscan]["clustering_seconds"] > 0
+    assert rows[no_triplet_hdbscan]["train_seconds"] == rows["UniC-Lift w/o triplet loss"]["train_seconds"]
+    assert sum("bit decoding" in note for note in data["notes"]) == 1
+    scene = json.loads((out / "scenes" / "objects_4_hard" / "scene.json").read_text())
+    assert scene["config"]["noise"] == "hard" and scene["config"]["num_objects"] == 4
+    assert (out / "runs" / "objects_4_hard" / "unic-lift" / "no-triplet" / "config.yml").is_file()

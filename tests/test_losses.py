@@ -15,6 +15,7 @@ from unic_lift_ns.losses import (
     neighbourhood_loss,
     random_triplets,
     semantic_loss,
+    stuff_pixels,
     triplet_loss,
 )
 from unic_lift_ns.models.unic_lift import UniCLiftModel, UniCLiftModelConfig
@@ -62,6 +63,33 @@ def test_cluster_single_segment_and_void():
     assert zero.item() == 0.0 and zero.requires_grad
     zero.backward()
     assert torch.all(emb.grad == 0)
+
+
+def test_cluster_sum_balance_is_the_papers_ratio_of_sums():
+    emb = torch.tensor([[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0], [100.0, -50.0]])
+    seg = torch.tensor([1, 1, 2, 2, 0])
+    # Eq. 4's sums: intra 4, inter 16 + 16 = 32; both / 4 valid pixels -> 1 - 8 = -7 (mean balance: -15).
+    assert cluster_contrastive_loss(emb, seg, "sum").item() == pytest.approx(-7.0)
+    emb3, seg3 = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]]), torch.tensor([1, 2, 3])
+    assert cluster_contrastive_loss(emb3, seg3, "sum").item() == pytest.approx(-100.0 / 3.0)  # 2 * 50 / 3 pixels
+
+
+def test_cluster_pinned_stuff_centroid_sits_at_code_zero():
+    emb = torch.tensor([[0.0, 0.0], [0.0, 2.0], [4.0, 0.0], [4.0, 2.0]], requires_grad=True)
+    seg = torch.tensor([1, 1, 2, 2])
+    stuff = stuff_pixels(seg, torch.tensor([0, 0, 1, 255]))
+    assert stuff.tolist() == [True, True, False, False]
+    # segment 1's centroid is the origin: squared distances 0, 4; segment 2's (4, 1): 1, 1 -> intra 6 / 4;
+    # inter over the two ordered pairs: ||(0, 0) - (4, 1)||^2 = 17 -> 1.5 - 17.
+    loss = cluster_contrastive_loss(emb, seg, "mean", stuff)
+    assert loss.item() == pytest.approx(-15.5)
+    loss.backward()
+    # the stuff pixels are pulled to the origin: d/dV of ||V||^2 / 4 (the inter term moves only segment 2)
+    assert emb.grad[:2].flatten().tolist() == pytest.approx([0.0, 0.0, 0.0, 1.0])
+    # two segments of one view that are both mostly background share the pinned centroid
+    both = stuff_pixels(torch.tensor([3, 3, 4, 4, 5]), torch.tensor([0, 1, 0, 0, 1]))
+    assert both.tolist() == [False, False, True, True, False]  # segment 3 is half background: not stuff
+    assert not stuff_pixels(torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long)).any()
 
 
 def test_cluster_resolution_invariant():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +26,12 @@ from torch import Tensor
 Triplets = Tuple[Tensor, Tensor, Tensor]
 
 
-def cluster_contrastive_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:
+def cluster_contrastive_loss(
+    embeddings: Tensor,
+    segment_ids: Tensor,
+    balance: Literal["mean", "sum"] = "mean",
+    pinned: Optional[Tensor] = None,
+) -> Tensor:
     """Cluster contrastive loss, Eq. 4: intra-segment spread minus inter-centroid spread.
 
     Args:
@@ -34,25 +39,55 @@ def cluster_contrastive_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:
             (Appendix A.1: the contrastive loss acts in the sigmoid-constrained space). The caller
             applies the sigmoid once and reuses it for the triplet branch (Eq. 5).
         segment_ids: [P] int64 segment id per pixel; ids ``<= 0`` are ignored.
+        balance: 'mean': ``intra`` is the mean over valid pixels of ``||V(u) - m_Omega(u)||^2`` and ``inter``
+            the mean over ordered centroid pairs ``i != j`` of ``||m_i - m_j||^2`` (0 for a single segment);
+            'sum': Eq. 4's two sums, both divided by the number of valid pixels, i.e. the paper's balance of
+            the terms (its inter term then weighs ``K (K - 1) / P`` as much as with 'mean').
+        pinned: optional [P] bool, pixels whose segment's centroid is fixed at the code-0 corner (the stuff
+            segment, see :func:`stuff_pixels`) instead of their mean; those segments are one pinned centroid
+            in the inter term.
 
     Returns:
-        Scalar ``intra - inter`` with ``intra`` the mean over valid pixels of
-        ``||V(u) - m_Omega(u)||^2`` and ``inter`` the mean over ordered centroid pairs ``i != j`` of
-        ``||m_i - m_j||^2`` (0 for a single segment). Both are invariant to image resolution.
+        Scalar ``intra - inter``, invariant to image resolution.
     """
     valid = segment_ids > 0
+    pinned = valid & pinned if pinned is not None else torch.zeros_like(valid)
+    # pinned pixels form segment 0, which sorts first: its centroid is the origin, not a mean
+    ids = torch.where(pinned, torch.zeros_like(segment_ids), segment_ids)[valid]
     emb = embeddings[valid]
-    _, inverse, counts = torch.unique(segment_ids[valid], return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
     num_segments = counts.numel()
 
     sums = emb.new_zeros(num_segments, emb.shape[-1]).index_add_(0, inverse, emb)
     centroids = sums / counts.unsqueeze(-1).to(emb.dtype)
-    intra = (emb - centroids[inverse]).square().sum(-1).sum() / max(emb.shape[0], 1)
+    if bool(pinned.any()):
+        centroids = torch.cat([torch.zeros_like(centroids[:1]), centroids[1:]])
+    num_pixels = max(emb.shape[0], 1)
+    intra = (emb - centroids[inverse]).square().sum(-1).sum() / num_pixels
 
-    # mean_{i != j} ||m_i - m_j||^2 = 2 / (K - 1) * sum_i ||m_i - mean(m)||^2 (stable, O(K d)).
+    # sum_{i != j} ||m_i - m_j||^2 = 2 K * sum_i ||m_i - mean(m)||^2 (stable, O(K d)).
     centred = centroids - centroids.sum(0) / max(num_segments, 1)
-    inter = 2.0 * centred.square().sum() / max(num_segments - 1, 1)
+    spread = 2.0 * centred.square().sum()
+    inter = spread * num_segments / num_pixels if balance == "sum" else spread / max(num_segments - 1, 1)
     return intra - inter
+
+
+def stuff_pixels(segment_ids: Tensor, semantics: Tensor, stuff_class: int = 0) -> Tensor:
+    """[P] bool: the pixels of segments that are mostly of semantic class ``stuff_class`` (Messy Rooms: the
+    background), for the pinned centroid of :func:`cluster_contrastive_loss`.
+
+    Args:
+        segment_ids: [P] int64 instance-mask segment ids; ids ``<= 0`` are never stuff.
+        semantics: [P] int64 semantic-mask classes (other values, e.g. 255 = unlabelled, count as not stuff).
+    """
+    valid = segment_ids > 0
+    if not bool(valid.any()):
+        return valid
+    _, inverse = torch.unique(segment_ids[valid], return_inverse=True)
+    is_stuff = (semantics[valid] == stuff_class).to(torch.float32)
+    share = torch.zeros(int(inverse.max()) + 1, device=segment_ids.device).index_add_(0, inverse, is_stuff)
+    share = share / torch.bincount(inverse).to(share)
+    return valid.masked_scatter(valid, share[inverse] > 0.5)
 
 
 def code_push_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:

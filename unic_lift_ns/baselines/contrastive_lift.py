@@ -118,8 +118,11 @@ class ContrastiveLiftModel(SegmentationSplatModel):
             features["slow_embedding"] = params["slow_embeddings"].detach()
         return features
 
-    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
-        """Slow-fast contrastive loss (Eq. 4) and concentration loss (Eq. 5) on one random pixel partition."""
+    def instance_losses(
+        self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]
+    ) -> Dict[str, Tensor]:
+        """Slow-fast contrastive loss (Eq. 4) and concentration loss (Eq. 5) on one random pixel partition; every
+        segment is alike, so the semantic classes are not used."""
         cfg = self.config
         fast_pixels, slow_pixels = partition_pixels(segments, cfg.max_pixels, self._pixel_generator)
         fast = outputs["embedding"].reshape(-1, cfg.embedding_dim)[fast_pixels]

@@ -122,8 +122,10 @@ class GaussianClusteringModel(SegmentationSplatModel):
         scheduled = applies_at(self.step, cfg.contrastive_every)
         return super().rendered_loss_weights() + [cfg.contrastive_loss_weight if scheduled else 0.0]
 
-    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
-        """L_CC on the rendered features, on the steps it is scheduled for."""
+    def instance_losses(
+        self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]
+    ) -> Dict[str, Tensor]:
+        """L_CC on the rendered features, on the steps it is scheduled for (the semantic classes are not used)."""
         cfg = self.config
         if cfg.contrastive_loss_weight <= 0 or not applies_at(self.step, cfg.contrastive_every):
             return {}

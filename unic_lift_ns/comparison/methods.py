@@ -24,18 +24,30 @@ class Variant:
 UNIC_LIFT = "unic-lift"
 """The `ns-train` method (and variant) name of UniC-Lift."""
 
+NO_SEMANTICS = "--pipeline.datamanager.semantic-mask-dir"
+"""The flag that, set to None, trains without the scene's semantic masks."""
+
 VARIANTS: tuple[Variant, ...] = (
     Variant(UNIC_LIFT, UNIC_LIFT, "UniC-Lift"),
     Variant("unic-lift-votes", UNIC_LIFT, "UniC-Lift, gaussian-votes (confidence gate)",
             {"--pipeline.model.instance-decoding": "gaussian-votes"}),
     Variant("unic-lift-votes-semantic", UNIC_LIFT, "UniC-Lift, gaussian-votes (semantic gate)",
             {"--pipeline.model.instance-decoding": "gaussian-votes", "--pipeline.model.vote-gate": "semantic"}),
+    Variant("unic-lift-no-semantics", UNIC_LIFT, "UniC-Lift, no semantic masks (class-agnostic scoring)",
+            {NO_SEMANTICS: "None"}),
+    Variant("unic-lift-votes-no-semantics", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), no semantic masks (class-agnostic scoring)",
+            {"--pipeline.model.instance-decoding": "gaussian-votes", NO_SEMANTICS: "None"}),
     Variant("no-triplet", UNIC_LIFT, "UniC-Lift w/o triplet loss", {"--pipeline.model.triplet-loss-weight": "0"}),
     Variant("no-linear-layer", UNIC_LIFT, "UniC-Lift w/o linear layer", {"--pipeline.model.use-linear-layer": "False"}),
     Variant("no-3d-loss", UNIC_LIFT, "UniC-Lift w/o 3D loss", {"--pipeline.model.neighbour-loss-weight": "0"}),
     Variant("3d-loss-from-start", UNIC_LIFT, "UniC-Lift, 3D loss from step 0",
             {"--pipeline.model.neighbour-loss-start": "0"}),
     Variant("random-triplets", UNIC_LIFT, "UniC-Lift, random triplets", {"--pipeline.model.triplet-mining": "random"}),
+    Variant("cluster-sum", UNIC_LIFT, "UniC-Lift, Eq. 4 with the paper's sums (cluster-balance sum)",
+            {"--pipeline.model.cluster-balance": "sum"}),
+    Variant("stuff-label-0", UNIC_LIFT, "UniC-Lift, stuff centroid pinned to label 0 (cluster-stuff label-0)",
+            {"--pipeline.model.cluster-stuff": "label-0"}),
     *(Variant(f"masks-{p}pct", UNIC_LIFT, f"UniC-Lift, masks for {p}% of views",
               {"--pipeline.datamanager.mask-fraction": str(p / 100)}) for p in (5, 10, 20)),
     *(Variant(f"masks-{s}x", UNIC_LIFT, f"UniC-Lift, masks at {s}x resolution",

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from unic_lift_ns.eval.evaluate import EvalResult
 
 COLUMNS = (
-    "Objects", "Method", "PQ^scene", "SQ", "RQ", "mIoU", "PSNR", "Train (s)", "Clustering (s)",
+    "Objects", "Noise", "Method", "PQ^scene", "SQ", "RQ", "mIoU", "PSNR", "Train (s)", "Clustering (s)",
     "Label assign. (s)", "#inst. pred/GT", "Peak mem. (MiB)",
 )  # fmt: skip
 """Markdown columns, in order; qualities are in percent."""
@@ -44,6 +44,8 @@ class Row:
     """'cuda_max_allocated' or 'max_rss'."""
     error: Optional[str] = None
     """Why the row has no scores."""
+    noise: str = "realistic"
+    """Segmenter-noise preset of the scene."""
 
 
 def _percent(value: Optional[float]) -> str:
@@ -58,10 +60,10 @@ def markdown_row(row: Row) -> list[str]:
     """The cells of ``row`` under :data:`COLUMNS`."""
     r = row.result
     if r is None:
-        return [str(row.objects), row.method, f"failed: {row.error}"] + ["-"] * (len(COLUMNS) - 3)
+        return [str(row.objects), row.noise, row.method, f"failed: {row.error}"] + ["-"] * (len(COLUMNS) - 4)
     mib = None if row.peak_memory is None else row.peak_memory / 2**20
     return [
-        str(row.objects), row.method, _percent(r.pq_scene), _percent(r.sq_scene), _percent(r.rq_scene),
+        str(row.objects), row.noise, row.method, _percent(r.pq_scene), _percent(r.sq_scene), _percent(r.rq_scene),
         _percent(r.miou), _number(r.psnr, ".2f"), _number(row.train_seconds, ".1f"),
         _number(row.clustering_seconds, ".2f"), _number(row.label_seconds, ".3g"),
         f"{r.num_pred_instances}/{r.num_gt_instances}", _number(mib, ".0f"),

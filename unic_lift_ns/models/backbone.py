@@ -375,20 +375,25 @@ class SegmentationSplatModel(SplatfactoModel):
         if "embedding" not in outputs:  # every loss on the rendered features has weight 0
             return loss_dict
         cfg = self.config
+        semantics = self._mask_at_render_size(batch["semantic_mask"], outputs) if "semantic_mask" in batch else None
         if "instance_mask" in batch:
-            loss_dict.update(self.instance_losses(outputs, self._mask_at_render_size(batch["instance_mask"], outputs)))
-        if self.semantic_logits is not None and "semantic_mask" in batch:
-            target = self._mask_at_render_size(batch["semantic_mask"], outputs)
+            segments = self._mask_at_render_size(batch["instance_mask"], outputs)
+            loss_dict.update(self.instance_losses(outputs, segments, semantics))
+        if self.semantic_logits is not None and semantics is not None:
+            target = semantics
             logits = outputs["semantic_logits"].reshape(-1, cfg.num_semantic_classes)
             loss_dict["semantic_loss"] = cfg.semantic_loss_weight * semantic_loss(logits, target, SEMANTIC_IGNORE)
         return loss_dict
 
-    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
+    def instance_losses(
+        self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]
+    ) -> Dict[str, Tensor]:
         """The method's losses on a view with an instance mask.
 
         Args:
             outputs: training outputs of :meth:`get_outputs`.
             segments: [H*W] int64 mask segment ids at render size.
+            semantics: [H*W] int64 semantic-mask classes at render size, or None for a view without one.
         """
         return {}
 

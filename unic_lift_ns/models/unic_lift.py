@@ -23,6 +23,7 @@ from unic_lift_ns.losses import (
     neighbour_pairs,
     neighbourhood_loss,
     random_triplets,
+    stuff_pixels,
     triplet_loss,
 )
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig, world_to_camera
@@ -58,6 +59,13 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     """Step from which the triplet loss is on; None = once densification has stopped (stop_split_at)."""
     use_linear_layer: bool = True
     """Apply the learnable d x d linear layer W before the triplet loss (z = W sigmoid(V)); off = ablation."""
+    cluster_balance: Literal["mean", "sum"] = "mean"
+    """Balance of Eq. 4's two terms: 'mean' (pixel mean minus centroid-pair mean) or 'sum' (the paper's sums, both
+    divided by the pixel count; its inter-centroid term weighs K(K-1)/P as much, about 1/46 on the demo)."""
+    cluster_stuff: Literal["segment", "label-0"] = "segment"
+    """How the stuff (segments mostly of semantic class 0, the background) enters Eq. 4: 'segment' (like any
+    segment, paper) or 'label-0' (its centroid fixed at the code-0 corner, so the background decodes to label 0);
+    views without a semantic mask use 'segment'."""
     code_push_weight: float = 0.0
     """Weight of a term not in the paper that pushes the rendered codes of masked pixels off the cube's centre
     (losses.code_push_loss), where Eq. 4 leaves the floor; 0 = the paper's Eq. 7."""
@@ -256,17 +264,22 @@ class UniCLiftModel(SegmentationSplatModel):
         no clustering."""
         return embedding_to_label(maps.get("label_votes", maps["embedding"]))
 
-    def instance_losses(self, outputs: Dict[str, Tensor], segments: Tensor) -> Dict[str, Tensor]:
+    def instance_losses(
+        self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]
+    ) -> Dict[str, Tensor]:
         """The 2D instance losses on the rendered embedding: lambda_cluster Eq. 4 and lambda_triplet Eq. 5.
 
         Args:
             outputs: training outputs of :meth:`get_outputs`.
             segments: [H*W] int64 mask segment ids at render size.
+            semantics: [H*W] int64 semantic classes at render size (or None), for cluster_stuff 'label-0'.
         """
         cfg = self.config
         embedding = outputs["embedding"]
         squashed = torch.sigmoid(embedding.reshape(-1, cfg.embedding_dim))
-        loss_dict = {"cluster_loss": cfg.cluster_loss_weight * cluster_contrastive_loss(squashed, segments)}
+        pinned = stuff_pixels(segments, semantics) if cfg.cluster_stuff == "label-0" and semantics is not None else None
+        cluster = cluster_contrastive_loss(squashed, segments, cfg.cluster_balance, pinned)
+        loss_dict = {"cluster_loss": cfg.cluster_loss_weight * cluster}
         if cfg.code_push_weight > 0:
             loss_dict["code_push_loss"] = cfg.code_push_weight * code_push_loss(squashed, segments)
         triplet_start = cfg.stop_split_at if cfg.triplet_start is None else cfg.triplet_start

@@ -40,6 +40,9 @@ class BenchConfig:
     """Where bench.md, bench.json, scenes/ and runs/ (training outputs and logs) go."""
     objects: tuple[int, ...] = (25, 50, 100, 500)
     """Object counts of the generated scenes (Messy Rooms sizes)."""
+    noise: tuple[Literal["clean", "realistic", "hard"], ...] = ("realistic", "hard")
+    """Segmenter-noise presets of the generated scenes (unic-lift-synth --noise): one scene per object count and
+    preset."""
     methods: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     """Variants to train: unic-lift, its ablations, contrastive-lift, gaussian-clustering."""
     budget: Literal["cpu-small", "gpu-paper"] = "cpu-small"
@@ -56,25 +59,29 @@ class BenchConfig:
     """Override the budget's initial point count."""
     seed: int = 0
     """Scene generation seed."""
+    eval_interval: Optional[int] = None
+    """Override the scenes' eval split (every n-th view held out; default 8): large scenes need more eval views
+    for PQ^scene to see an object in several of them."""
     scenes_dir: Optional[Path] = None
     """Where scenes are generated, or reused when their settings match; default OUTPUT_DIR/scenes."""
     segmenter_baselines: bool = True
     """Add the scene's 2D segmenter rows (untracked and Hungarian-tracked)."""
     compare_clustering: bool = True
-    """Also label UniC-Lift's rendered maps with HDBSCAN + nearest centroid (the budget's sample count and
-    minimum cluster size) and add that row, to time both label assignments on the same maps."""
+    """Also label the rendered maps of every UniC-Lift row (each clustering-free) with HDBSCAN + nearest centroid
+    (the budget's sample count and minimum cluster size) and add that row beside it, to score and time both label
+    assignments on the same maps."""
 
     def validate(self) -> list[Variant]:
         """Check the flags; returns the selected variants."""
         variants = select_variants(self.methods)
         counts = {"--objects": self.objects, "--steps": (self.steps,), "--resolution": (self.resolution,),
-                  "--views": (self.views,), "--points": (self.points,)}  # fmt: skip
+                  "--views": (self.views,), "--points": (self.points,), "--eval-interval": (self.eval_interval,)}  # fmt: skip
         for flag, values in counts.items():
             bad = [v for v in values if v is not None and v < 1]
             if bad:
                 raise ValueError(f"{flag} must be positive, got {bad[0]}")
-        if not self.objects:
-            raise ValueError("--objects needs at least one object count")
+        if not self.objects or not self.noise:
+            raise ValueError(f"--{'objects' if not self.objects else 'noise'} needs at least one value")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is available")
         return variants
@@ -86,6 +93,8 @@ class BenchConfig:
         steps = self.steps or budget.steps
         scene_size = dict(resolution=self.resolution or budget.resolution, num_views=self.views or budget.num_views,
                           num_points=self.points or budget.num_points)  # fmt: skip
+        if self.eval_interval is not None:
+            scene_size["eval_interval"] = self.eval_interval
         scenes_dir = self.scenes_dir or self.output_dir / "scenes"
         meta = {
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -100,49 +109,61 @@ class BenchConfig:
         def save() -> None:
             write_tables(self.output_dir, rows, meta, header, notes + [_memory_note(rows)])
 
-        for objects in tqdm(self.objects, desc="Scenes", unit="scene"):
-            synth = SynthConfig(scenes_dir / f"objects_{objects}", num_objects=objects, seed=self.seed, **scene_size)
+        scene_keys = [(objects, noise) for objects in self.objects for noise in self.noise]
+        for objects, noise in tqdm(scene_keys, desc="Scenes", unit="scene"):
+            folder = scene_name(objects, noise)
+            synth = SynthConfig(scenes_dir / folder, num_objects=objects, noise=noise, seed=self.seed, **scene_size)
             scene, reused = prepare_scene(synth)
             tqdm.write(f"{'Reusing' if reused else 'Generated'} {scene}")
             if self.segmenter_baselines:
                 baselines = evaluate_segmenter_baselines(scene)
-                rows += [Row(objects, name, result=result) for name, result in baselines.items()]
+                rows += [Row(objects, name, noise=noise, result=result) for name, result in baselines.items()]
                 save()
-            for variant in tqdm(variants, desc=f"{objects} objects", unit="method", leave=False):
-                rows += self.bench_variant(variant, budget, objects, scene, steps, notes)
+            for variant in tqdm(variants, desc=folder, unit="method", leave=False):
+                rows += self.bench_variant(variant, budget, (objects, noise), scene, steps, notes)
                 save()
         CONSOLE.print(f"Saved {self.output_dir / 'bench.md'} and {self.output_dir / 'bench.json'}")
         failed = [row for row in rows if row.error is not None]
         if failed:
             raise RunFailed(f"{len(failed)} run(s) failed, first: {failed[0].error}")
 
-    def bench_variant(self, variant: Variant, budget: Budget, objects: int, scene: Path, steps: int,
+    def bench_variant(self, variant: Variant, budget: Budget, scene_key: tuple[int, str], scene: Path, steps: int,
                       notes: list[str]) -> list[Row]:  # fmt: skip
-        """Train and evaluate one variant on one scene: its row (plus the HDBSCAN row for unic-lift)."""
-        runs = self.output_dir / "runs"
-        compare = self.compare_clustering and variant.name == UNIC_LIFT
+        """Train and evaluate one variant on one scene: its row, plus for a UniC-Lift row the HDBSCAN row on the
+        same maps."""
+        runs, (objects, noise) = self.output_dir / "runs", scene_key
+        experiment = scene_name(objects, noise)
+        compare = self.compare_clustering and variant.method == UNIC_LIFT
         clustering = (budget.clustering_samples, budget.clustering_min_size) if compare else None
         try:
-            run = train_variant(variant, budget, steps, scene, runs, f"objects_{objects}", self.device)
-            log = runs / f"objects_{objects}" / f"{variant.name}.eval.log"
+            run = train_variant(variant, budget, steps, scene, runs, experiment, self.device)
+            log = runs / experiment / f"{variant.name}.eval.log"
             own, clustered = evaluate_logged(run.config, scene, clustering, log)
         except RunFailed as err:
             CONSOLE.print(f"[bold red]{err}")
-            return [Row(objects, variant.label, variant.name, error=str(err))]
+            return [Row(objects, variant.label, variant.name, noise=noise, error=str(err))]
         timing = dict(train_seconds=run.seconds, train_cpu_seconds=run.cpu_seconds, peak_memory=run.peak_memory,
                       peak_memory_kind=run.peak_memory_kind)  # fmt: skip
-        rows = [Row(objects, variant.label, variant.name, own.result, clustering_seconds=own.clustering_seconds,
-                    label_seconds=own.label_seconds, **timing)]  # fmt: skip
-        if clustered is not None:
-            rows.append(Row(objects, HDBSCAN_ROW, f"{variant.name}+hdbscan", clustered.result,
-                            clustering_seconds=clustered.clustering_seconds, label_seconds=clustered.label_seconds,
-                            **timing))  # fmt: skip
+        rows = [Row(objects, variant.label, variant.name, own.result, noise=noise,
+                    clustering_seconds=own.clustering_seconds, label_seconds=own.label_seconds, **timing)]  # fmt: skip
+        if clustered is None:
+            return rows
+        label = HDBSCAN_ROW if variant.name == UNIC_LIFT else f"{variant.label}: maps, HDBSCAN + nearest centroid"
+        rows.append(Row(objects, label, f"{variant.name}+hdbscan", clustered.result, noise=noise,
+                        clustering_seconds=clustered.clustering_seconds, label_seconds=clustered.label_seconds,
+                        **timing))  # fmt: skip
+        if variant.name == UNIC_LIFT:
             notes.append(
-                f"{objects} objects, label assignment on the same {own.result.num_views} rendered UniC-Lift maps: "
+                f"{experiment}, label assignment on the same {own.result.num_views} rendered UniC-Lift maps: "
                 f"bit decoding {own.label_seconds:.3g} s vs HDBSCAN fit {clustered.clustering_seconds:.3g} s "
                 f"+ nearest centroid {clustered.label_seconds:.3g} s."
             )
         return rows
+
+
+def scene_name(objects: int, noise: str) -> str:
+    """Folder (and run experiment) name of a bench scene: ``objects_25``, ``objects_25_hard``."""
+    return f"objects_{objects}" if noise == "realistic" else f"objects_{objects}_{noise}"
 
 
 def _memory_note(rows: list[Row]) -> str:
