@@ -252,7 +252,7 @@ def votes_scene():
 def test_decoding_dropdown_switches_the_model_decoding():
     model = votes_scene()
     gui = InstanceViewer(model)
-    assert gui.decoding.options == ["rendered-embedding", "gaussian-votes"]
+    assert gui.decoding.options == ["rendered-embedding", "gaussian-votes", "nearest-code"]
     assert gui.decoding.value == model.config.instance_decoding == "rendered-embedding"
 
     def labels() -> set:

@@ -13,6 +13,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
+from unic_lift_ns.clustering import assign_nearest
 from unic_lift_ns.collisions import CollisionReport, split_label_collisions
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_labels
@@ -27,6 +28,9 @@ from unic_lift_ns.losses import (
     triplet_loss,
 )
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig, world_to_camera
+
+InstanceDecoding = Literal["rendered-embedding", "gaussian-votes", "nearest-code"]
+"""The instance decodings of UniC-Lift (see ``UniCLiftModelConfig.instance_decoding``)."""
 
 MIN_CONFIDENT_FRACTION = 0.01
 """The confidence vote gate applies only when at least this fraction of the Gaussians pass it (an undertrained
@@ -84,16 +88,19 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     gaussian-votes PQ^scene is 88.1 either way). 0 = every pair every step (the paper)."""
     max_neighbours: int = 16
     """At most this many neighbours per Gaussian in Eq. 6."""
-    instance_decoding: Literal["rendered-embedding", "gaussian-votes"] = "rendered-embedding"
+    instance_decoding: InstanceDecoding = "rendered-embedding"
     """How pixels get labels outside training. 'rendered-embedding' (paper, Sec. 3.3): Embedding-to-Label of the
     rendered V. 'gaussian-votes': Embedding-to-Label of every Gaussian first, then each pixel decodes the
     alpha-composited +-1 bits of the Gaussians that vote (vote_gate; pixels no Gaussian votes for get label 0).
     Still O(n) and clustering-free; it removes the third codes that blends of unequal embeddings decode to at
-    object boundaries."""
+    object boundaries. 'nearest-code': sigmoid(V) of each pixel (and of each Gaussian) takes the nearest corner
+    among the Embedding-to-Label codes of the Gaussians that vote, or label 0 where the cube's centre is nearer; no
+    clustering (the codes are read, not fitted), O(pixels x codes). Third codes and codes no voting Gaussian holds
+    then cannot appear."""
     vote_gate: Literal["confidence", "semantic", "semantic-and-confidence", "none"] = "confidence"
-    """Which Gaussians vote with 'gaussian-votes'. 'confidence' (class-agnostic): those whose every bit is at least
-    vote_confidence from 0.5 (min_i |sigmoid(v_i) - 0.5|), so the codes Eq. 4 leaves near the cube's centre
-    (large background segments, regions no mask covers) do not; 'semantic': those of semantic class != 0 (the
+    """Which Gaussians vote with 'gaussian-votes' (and whose codes 'nearest-code' snaps to). 'confidence'
+    (class-agnostic): those whose every bit is at least vote_confidence from 0.5 (min_i |sigmoid(v_i) - 0.5|), so
+    the codes Eq. 4 leaves near the cube's centre (large background segments, regions no mask covers) do not; 'semantic': those of semantic class != 0 (the
     semantic guidance of Contrastive Lift, appendix B.3; every Gaussian when the head saw no semantic masks);
     'semantic-and-confidence': both; 'none': every Gaussian."""
     vote_confidence: float = 0.2
@@ -260,9 +267,27 @@ class UniCLiftModel(SegmentationSplatModel):
         return labels * self.voters(self.gauss_params).squeeze(-1).long()
 
     def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
-        """Embedding-to-Label (Sec. 3.3): bits of the embedding or, with 'gaussian-votes', of the rendered votes;
-        no clustering."""
+        """Embedding-to-Label (Sec. 3.3): bits of the embedding, of the rendered votes ('gaussian-votes') or of the
+        nearest code that a voting Gaussian holds ('nearest-code'); no clustering."""
+        if self.config.instance_decoding == "nearest-code":
+            corners, labels = self.code_book()
+            return labels[assign_nearest(torch.sigmoid(maps["embedding"]), corners)]
         return embedding_to_label(maps.get("label_votes", maps["embedding"]))
+
+    @torch.no_grad()
+    def code_book(self) -> Tuple[Tensor, Tensor]:
+        """The corners [C + 1, d] of the cube that 'nearest-code' snaps to and their labels [C + 1] int64: the
+        distinct Embedding-to-Label codes of the Gaussians that vote (vote_gate), then the cube's centre with label 0
+        (what pixels without a voting Gaussian read under 'gaussian-votes'). Cached like the collision split."""
+        cfg = self.config
+
+        def build() -> Tuple[Tensor, Tensor]:
+            voting = self.voters(self.gauss_params).squeeze(-1) > 0
+            codes = torch.unique(embedding_to_label(self.embeddings[voting]))
+            centre = torch.full((1, cfg.embedding_dim), 0.5, device=codes.device)
+            return torch.cat([label_to_bits(codes, cfg.embedding_dim), centre]), torch.cat([codes, codes.new_zeros(1)])
+
+        return self.gaussian_cache("code_book", build, 1, key=(cfg.vote_gate, cfg.vote_confidence))
 
     def instance_losses(
         self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]

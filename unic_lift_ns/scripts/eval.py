@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import List, Optional
 
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
@@ -28,6 +28,7 @@ from unic_lift_ns.eval.evaluate import (
 )
 from unic_lift_ns.eval.rendered_views import check_label_output, check_writable_folder, dataset_stems, render_eval_views
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
+from unic_lift_ns.models.unic_lift import InstanceDecoding
 from unic_lift_ns.runs import Run, load_run
 from unic_lift_ns.scripts.cli import run_cli
 
@@ -48,7 +49,7 @@ class EvalConfig:
     save_labels: Optional[Path] = None
     """With --load-config: also write the decoded label maps (instances/, semantics/) to this folder, as 16-bit
     (semantics: 8-bit) PNGs, or .npy when labels do not fit; label maps already there are never overwritten."""
-    instance_decoding: List[Literal["rendered-embedding", "gaussian-votes"]] = field(default_factory=list)
+    instance_decoding: List[InstanceDecoding] = field(default_factory=list)
     """With --load-config of a unic-lift run: score each of these instance decodings (one row each) instead of
     the one in the run's config (see --pipeline.model.instance-decoding of ns-train unic-lift)."""
     pred: Optional[Path] = None
