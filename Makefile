@@ -19,14 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 # CPU demo: `ns-train unic-lift-cpu`, the paper's recipe on a 1000-step schedule (full resolution from step 400,
 # densification until 500, triplet and 3D losses from 500; unic_lift_ns/unic_lift_methods.py), then PQ^scene/mIoU/PSNR
 # on the eval views next to the 2D baselines, with the paper's decoding of the rendered embedding and with
-# per-Gaussian votes (--pipeline.model.instance-decoding).
+# per-Gaussian votes and with the nearest code a voting Gaussian holds (--pipeline.model.instance-decoding).
 DEMO_RUN := $(shell date +%Y-%m-%d_%H%M%S)
 
 demo: $(STAMP)
 	$(VENV)/bin/ns-train unic-lift-cpu --data assets/demo --output-dir outputs --experiment-name demo \
 		--timestamp $(DEMO_RUN) --vis tensorboard --viewer.quit-on-train-completion True
 	$(VENV)/bin/unic-lift-eval --load-config outputs/demo/unic-lift-cpu/$(DEMO_RUN)/config.yml \
-		--instance-decoding rendered-embedding gaussian-votes
+		--instance-decoding rendered-embedding gaussian-votes nearest-code
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

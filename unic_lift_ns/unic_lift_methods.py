@@ -118,7 +118,7 @@ def unic_lift_trainer_config() -> UniCLiftTrainerConfig:
 
 def unic_lift_cpu_trainer_config(steps: int = CPU_STEPS) -> UniCLiftTrainerConfig:
     """`unic-lift-cpu`: `unic-lift` on the CPU for ``steps`` steps with CPU_SCHEDULE scaled to them, the CPU
-    learning rates and densification threshold, gaussian-votes decoding and no periodic eval or checkpoint.
+    learning rates and densification threshold, nearest-code decoding and no periodic eval or checkpoint.
     Refinement every 100 steps, the opacity resets and the learning-rate decays keep the paper's step counts, as
     `make demo` always did. (`--max-num-iterations` alone does not rescale the schedule.)"""
     config = unic_lift_trainer_config()
@@ -130,7 +130,7 @@ def unic_lift_cpu_trainer_config(steps: int = CPU_STEPS) -> UniCLiftTrainerConfi
     for name, step in CPU_SCHEDULE.at(steps).items():
         setattr(model, name, step)
     model.densify_grad_thresh = CPU_DENSIFY_GRAD_THRESH
-    model.instance_decoding = "gaussian-votes"
+    model.instance_decoding = "nearest-code"
     for group, lr in CPU_LEARNING_RATES.items():
         config.optimizers[group]["optimizer"].lr = lr
     return config
