@@ -79,7 +79,7 @@ def test_gaussian_votes_decode_no_third_codes_and_gate_the_background(gate: str)
     """Two object codes with unequal magnitudes: the rendered-embedding decode invents a third code where they blend;
     'gaussian-votes' gives only the two codes (or 0 where nothing votes). Background Gaussians: a confident code of
     semantic class 0 (the semantic gates leave it out) and an untrained code near the cube's centre, semantically an
-    object (the confidence gates leave it out). 'nearest-code' snaps to the voting Gaussians' codes or to 0."""
+    object (the confidence gates leave it out). 'nearest-code' snaps to the voting Gaussians' codes or to 2^d."""
     model = make_model(num_points=600, vote_gate=gate)
     x = model.means.detach()[:, 0]
     code_a = torch.full((12,), -3.0)
@@ -111,16 +111,16 @@ def test_gaussian_votes_decode_no_third_codes_and_gate_the_background(gate: str)
     assert set(labels[stuff].tolist()) == ({4095} if gate in ("confidence", "none") else {0})
     assert set(labels[untrained].tolist()) == ({1365} if gate in ("semantic", "none") else {0})
 
-    # 'nearest-code': the codes of the voting Gaussians, and 0 where the cube's centre is nearer (the untrained
-    # code's pixels, whatever the gate); never the third code
+    # 'nearest-code': the codes of the voting Gaussians, and 2^12 (no code) where the cube's centre is nearer (the
+    # untrained code's pixels, whatever the gate); never the third code
     model.config.instance_decoding = "nearest-code"
     corners, book = model.code_book()
-    assert set(book.tolist()) == votes | {0} and corners[-1].tolist() == [0.5] * 12 and book[-1] == 0
+    assert set(book.tolist()) == (votes - {0}) | {4096} and corners[-1].tolist() == [0.5] * 12 and book[-1] == 4096
     snapped = set(model.get_outputs_for_camera(make_camera(48))["instance_label"].long().unique().tolist())
-    assert snapped == {1, 2, 0} | ({4095} if gate in ("confidence", "none") else set()), snapped
+    assert snapped == {1, 2, 4096} | ({4095} if gate in ("confidence", "none") else set()), snapped
     labels = model.gaussian_labels()
-    assert set(labels[stuff].tolist()) == ({4095} if gate in ("confidence", "none") else {0})
-    assert set(labels[untrained].tolist()) == {0} and set(labels[~stuff & ~untrained].tolist()) == {1, 2}
+    assert set(labels[stuff].tolist()) == ({4095} if gate in ("confidence", "none") else {4096})
+    assert set(labels[untrained].tolist()) == {4096} and set(labels[~stuff & ~untrained].tolist()) == {1, 2}
 
 
 def test_segmentation_gradients_reach_only_embeddings_and_linear_layer():
