@@ -1,5 +1,6 @@
-"""Instance decodings of one trained run, side by side on its eval views: the paper's (rendered embedding) and
-gaussian-votes under every vote gate, and HDBSCAN clustering of the rendered embedding, without retraining.
+"""Instance decodings of one trained run, side by side on its eval views: the paper's (rendered embedding),
+gaussian-votes and nearest-code under every vote gate, and HDBSCAN clustering of the rendered embedding, without
+retraining.
 
     python benchmarks/bench_vote_gates.py --load-config outputs/demo/unic-lift-cpu/RUN/config.yml
 
@@ -41,13 +42,16 @@ class BenchVoteGates:
         model, scene = run.model, run.pipeline.datamanager.dataparser.config.data
         decodings = [("rendered-embedding", "none", 0.0), ("gaussian-votes", "none", 0.0),
                      ("gaussian-votes", "semantic", 0.0)]  # fmt: skip
-        decodings += [("gaussian-votes", gate, c) for gate in ("confidence", "semantic-and-confidence")
-                      for c in self.confidences]  # fmt: skip
+        decodings += [(decoding, gate, c) for decoding in ("gaussian-votes", "nearest-code")
+                      for gate in ("confidence", "semantic-and-confidence") for c in self.confidences]  # fmt: skip
         print(f"| {run.name} on {scene} | PQ^scene | SQ | RQ | #pred/#GT |\n|---|---|---|---|---|")
         for decoding, gate, confidence in decodings:
-            model.config.instance_decoding, model.config.vote_gate, model.config.vote_confidence = decoding, gate, confidence
+            model.config.instance_decoding, model.config.vote_gate = decoding, gate
+            model.config.vote_confidence = confidence
             result = score_rendered(render_eval_views(run.pipeline, progress=False), scene)
-            name = decoding if decoding == "rendered-embedding" else f"votes, gate {gate}" + (f" {confidence}" if confidence else "")
+            kind = {"rendered-embedding": decoding, "gaussian-votes": "votes", "nearest-code": decoding}[decoding]
+            name = kind if decoding == "rendered-embedding" else f"{kind}, gate {gate}"
+            name += f" {confidence}" if confidence else ""
             print_row(name, result)
         if self.clustering:
             model.config.instance_decoding = "rendered-embedding"

@@ -100,9 +100,9 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     vote_gate: Literal["confidence", "semantic", "semantic-and-confidence", "none"] = "confidence"
     """Which Gaussians vote with 'gaussian-votes' (and whose codes 'nearest-code' snaps to). 'confidence'
     (class-agnostic): those whose every bit is at least vote_confidence from 0.5 (min_i |sigmoid(v_i) - 0.5|), so
-    the codes Eq. 4 leaves near the cube's centre (large background segments, regions no mask covers) do not; 'semantic': those of semantic class != 0 (the
-    semantic guidance of Contrastive Lift, appendix B.3; every Gaussian when the head saw no semantic masks);
-    'semantic-and-confidence': both; 'none': every Gaussian."""
+    the codes Eq. 4 leaves near the cube's centre (large background segments, regions no mask covers) do not;
+    'semantic': those of semantic class != 0 (the semantic guidance of Contrastive Lift, appendix B.3; every
+    Gaussian when the head saw no semantic masks); 'semantic-and-confidence': both; 'none': every Gaussian."""
     vote_confidence: float = 0.2
     """Smallest min_i |sigmoid(v_i) - 0.5| of a voting Gaussian for the confidence gates (0 to 0.5)."""
     split_collisions: bool = False

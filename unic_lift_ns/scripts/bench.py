@@ -75,7 +75,8 @@ class BenchConfig:
         """Check the flags; returns the selected variants."""
         variants = select_variants(self.methods)
         counts = {"--objects": self.objects, "--steps": (self.steps,), "--resolution": (self.resolution,),
-                  "--views": (self.views,), "--points": (self.points,), "--eval-interval": (self.eval_interval,)}  # fmt: skip
+                  "--views": (self.views,), "--points": (self.points,),
+                  "--eval-interval": (self.eval_interval,)}  # fmt: skip
         for flag, values in counts.items():
             bad = [v for v in values if v is not None and v < 1]
             if bad:
