@@ -117,9 +117,10 @@ def test_resume_continues_exactly_like_the_uninterrupted_run(interrupted_run: di
 
 @pytest.mark.slow
 def test_run_without_semantic_masks_decodes_instances_with_the_readme_recipe(interrupted_run: dict, tmp_path) -> None:
-    """The recipe decodes with gaussian-votes; with an untrained semantic head every Gaussian counted as background
-    and every pixel decoded to label 0. The default confidence gate needs no semantics; a run this short has no
-    confident code yet, so every Gaussian votes, and the log says so."""
+    """The recipe decodes with nearest-code under the confidence gate, which needs no semantics (with an untrained
+    semantic head as the gate every Gaussian counted as background and every pixel decoded to one label). A run this
+    short has no confident code yet, so every Gaussian votes, the log says so, and pixels snap to the codes the
+    Gaussians hold instead of all reading the background label."""
     out = tmp_path / "eval.json"
     proc = subprocess.run(
         [str(BIN / "unic-lift-eval"), "--load-config", str(interrupted_run["run_dir"] / "config.yml"),

@@ -95,8 +95,8 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     Still O(n) and clustering-free; it removes the third codes that blends of unequal embeddings decode to at
     object boundaries. 'nearest-code': sigmoid(V) of each pixel (and of each Gaussian) takes the nearest corner
     among the Embedding-to-Label codes of the Gaussians that vote, or label 2^d (no code) where the cube's centre is
-    nearer; no clustering (the codes are read, not fitted), O(pixels x codes). Third codes and codes no voting
-    Gaussian holds then cannot appear."""
+    nearer (only when some Gaussians do not vote); no clustering (the codes are read, not fitted), O(pixels x
+    codes). Third codes and codes no voting Gaussian holds then cannot appear."""
     vote_gate: Literal["confidence", "semantic", "semantic-and-confidence", "none"] = "confidence"
     """Which Gaussians vote with 'gaussian-votes' (and whose codes 'nearest-code' snaps to). 'confidence'
     (class-agnostic): those whose every bit is at least vote_confidence from 0.5 (min_i |sigmoid(v_i) - 0.5|), so
@@ -277,17 +277,19 @@ class UniCLiftModel(SegmentationSplatModel):
     @torch.no_grad()
     def code_book(self) -> Tuple[Tensor, Tensor]:
         """The corners [C + 1, d] of the cube that 'nearest-code' snaps to and their labels [C + 1] int64: the
-        distinct Embedding-to-Label codes of the Gaussians that vote (vote_gate), then the cube's centre with label
-        2^d, which no code can take (so an object whose code is 0 stays apart from it). Cached like the collision
-        split."""
+        distinct Embedding-to-Label codes of the Gaussians that vote (vote_gate), then, where some Gaussians do not
+        vote, the cube's centre for them, with label 2^d, which no code can take (so an object whose code is 0 stays
+        apart from it). Cached like the collision split."""
         cfg = self.config
 
         def build() -> Tuple[Tensor, Tensor]:
             voting = self.voters(self.gauss_params).squeeze(-1) > 0
             codes = torch.unique(embedding_to_label(self.embeddings[voting]))
+            corners = label_to_bits(codes, cfg.embedding_dim)
+            if bool(voting.all()):
+                return corners, codes
             centre = torch.full((1, cfg.embedding_dim), 0.5, device=codes.device)
-            no_code = codes.new_full((1,), max_labels(cfg.embedding_dim))
-            return torch.cat([label_to_bits(codes, cfg.embedding_dim), centre]), torch.cat([codes, no_code])
+            return torch.cat([corners, centre]), torch.cat([codes, codes.new_full((1,), max_labels(cfg.embedding_dim))])
 
         return self.gaussian_cache("code_book", build, 1, key=(cfg.vote_gate, cfg.vote_confidence))
 
