@@ -49,7 +49,7 @@ class BenchVoteGates:
             model.config.instance_decoding, model.config.vote_gate = decoding, gate
             model.config.vote_confidence = confidence
             result = score_rendered(render_eval_views(run.pipeline, progress=False), scene)
-            kind = {"rendered-embedding": decoding, "gaussian-votes": "votes", "nearest-code": decoding}[decoding]
+            kind = "votes" if decoding == "gaussian-votes" else decoding
             name = kind if decoding == "rendered-embedding" else f"{kind}, gate {gate}"
             name += f" {confidence}" if confidence else ""
             print_row(name, result)

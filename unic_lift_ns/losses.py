@@ -51,16 +51,15 @@ def cluster_contrastive_loss(
         Scalar ``intra - inter``, invariant to image resolution.
     """
     valid = segment_ids > 0
-    pinned = valid & pinned if pinned is not None else torch.zeros_like(valid)
-    # pinned pixels form segment 0, which sorts first: its centroid is the origin, not a mean
-    ids = torch.where(pinned, torch.zeros_like(segment_ids), segment_ids)[valid]
+    if pinned is not None:  # pinned pixels form segment 0, which sorts first; its centroid is set below
+        segment_ids = torch.where(pinned, torch.zeros_like(segment_ids), segment_ids)
     emb = embeddings[valid]
-    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique(segment_ids[valid], return_inverse=True, return_counts=True)
     num_segments = counts.numel()
 
     sums = emb.new_zeros(num_segments, emb.shape[-1]).index_add_(0, inverse, emb)
     centroids = sums / counts.unsqueeze(-1).to(emb.dtype)
-    if bool(pinned.any()):
+    if pinned is not None and bool((pinned & valid).any()):  # the pinned centroid is the origin, not a mean
         centroids = torch.cat([torch.zeros_like(centroids[:1]), centroids[1:]])
     num_pixels = max(emb.shape[0], 1)
     intra = (emb - centroids[inverse]).square().sum(-1).sum() / num_pixels
@@ -93,8 +92,8 @@ def stuff_pixels(segment_ids: Tensor, semantics: Tensor, stuff_class: int = 0) -
 def code_push_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:
     """Mean over masked pixels and bits of ``0.5 - |sigmoid(V) - 0.5|`` (not in the paper): pushes rendered codes
     off the cube's centre, where Eq. 4 leaves a segment seen in every view (the floor), since its inter-centroid
-    term has no gradient on a centroid at the centroids' mean. Unlike a squared distance, the absolute value's gradient
-does not vanish near the centre.
+    term has no gradient on a centroid at the centroids' mean. Unlike a squared distance, the absolute value's
+    gradient does not vanish near the centre.
 
     Args:
         embeddings: [P, d] rendered embeddings after the sigmoid, in [0, 1]^d.

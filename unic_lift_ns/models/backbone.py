@@ -380,9 +380,8 @@ class SegmentationSplatModel(SplatfactoModel):
             segments = self._mask_at_render_size(batch["instance_mask"], outputs)
             loss_dict.update(self.instance_losses(outputs, segments, semantics))
         if self.semantic_logits is not None and semantics is not None:
-            target = semantics
             logits = outputs["semantic_logits"].reshape(-1, cfg.num_semantic_classes)
-            loss_dict["semantic_loss"] = cfg.semantic_loss_weight * semantic_loss(logits, target, SEMANTIC_IGNORE)
+            loss_dict["semantic_loss"] = cfg.semantic_loss_weight * semantic_loss(logits, semantics, SEMANTIC_IGNORE)
         return loss_dict
 
     def instance_losses(

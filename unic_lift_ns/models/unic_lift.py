@@ -183,7 +183,8 @@ class UniCLiftModel(SegmentationSplatModel):
     def rendered_loss_weights(self) -> List[float]:
         """The semantic loss's weight, lambda_cluster and lambda_triplet (Eq. 7) and the code push's weight."""
         cfg = self.config
-        return super().rendered_loss_weights() + [cfg.cluster_loss_weight, cfg.triplet_loss_weight, cfg.code_push_weight]
+        weights = [cfg.cluster_loss_weight, cfg.triplet_loss_weight, cfg.code_push_weight]
+        return super().rendered_loss_weights() + weights
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """The embedding v (Eq. 3) and semantic logits, plus each Gaussian's own bits (of its split label with
@@ -202,24 +203,24 @@ class UniCLiftModel(SegmentationSplatModel):
     @torch.no_grad()
     def collision_split(self) -> Tuple[Tensor, CollisionReport]:
         """[N] int64 Embedding-to-Label codes with the voting Gaussians' code collisions split, and the split's
-        report. Cached: rebuilt at a new step, when the Gaussians change and when the voting codes (another vote
-        gate, e.g. from the viewer) or the split's settings do."""
+        report. Cached: rebuilt at a new step, when the Gaussians change and when the vote gate (e.g. from the
+        viewer) or the split's settings do."""
         cfg = self.config
-        labels = embedding_to_label(self.embeddings)
-        voting = self.voters(self.gauss_params).squeeze(-1) > 0
-        settings = (cfg.collision_radius, cfg.collision_min_gaussians)
 
         def build() -> Tuple[Tensor, CollisionReport]:
+            labels = embedding_to_label(self.embeddings)
+            voting = self.voters(self.gauss_params).squeeze(-1) > 0
             cameras = self.kwargs["metadata"]["train_cameras"]
             split_codes, report = split_label_collisions(
                 self.means[voting].cpu().numpy(), labels[voting].cpu().numpy(),
                 world_to_camera(cameras.camera_to_worlds).cpu().numpy(), cameras.get_intrinsics_matrices().numpy(),
-                cameras.width.numpy(), cameras.height.numpy(), cfg.embedding_dim, *settings,
+                cameras.width.numpy(), cameras.height.numpy(), cfg.embedding_dim, cfg.collision_radius,
+                cfg.collision_min_gaussians,
             )  # fmt: skip
             return labels.masked_scatter(voting, torch.from_numpy(split_codes).to(labels.device)), report
 
-        voting_codes = torch.where(voting, labels, -1).cpu().numpy().tobytes()
-        return self.gaussian_cache("collision_split", build, 1, key=(settings, voting_codes))
+        key = (cfg.collision_radius, cfg.collision_min_gaussians, *self._vote_settings())
+        return self.gaussian_cache("collision_split", build, 1, key=key)
 
     def voters(self, params: Dict[str, Tensor]) -> Tensor:
         """[N, 1] float: 1 for the Gaussians that vote under vote_gate, else 0."""
@@ -289,9 +290,14 @@ class UniCLiftModel(SegmentationSplatModel):
             if bool(voting.all()):
                 return corners, codes
             centre = torch.full((1, cfg.embedding_dim), 0.5, device=codes.device)
-            return torch.cat([corners, centre]), torch.cat([codes, codes.new_full((1,), max_labels(cfg.embedding_dim))])
+            no_code = codes.new_full((1,), max_labels(cfg.embedding_dim))
+            return torch.cat([corners, centre]), torch.cat([codes, no_code])
 
-        return self.gaussian_cache("code_book", build, 1, key=(cfg.vote_gate, cfg.vote_confidence))
+        return self.gaussian_cache("code_book", build, 1, key=self._vote_settings())
+
+    def _vote_settings(self) -> Tuple[str, float]:
+        """What decides, within a step, which Gaussians vote: the key of the caches built from the voters."""
+        return self.config.vote_gate, self.config.vote_confidence
 
     def instance_losses(
         self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]

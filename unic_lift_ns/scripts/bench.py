@@ -26,7 +26,7 @@ from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import Row, write_tables
 from unic_lift_ns.eval.evaluate import evaluate_segmenter_baselines
 from unic_lift_ns.scripts.cli import run_cli
-from unic_lift_ns.synth.generate import SynthConfig
+from unic_lift_ns.synth.generate import NoisePreset, SynthConfig
 
 HDBSCAN_ROW = "UniC-Lift maps, HDBSCAN + nearest centroid"
 """Label of the row that decodes UniC-Lift's rendered maps by clustering instead of bits."""
@@ -40,7 +40,7 @@ class BenchConfig:
     """Where bench.md, bench.json, scenes/ and runs/ (training outputs and logs) go."""
     objects: tuple[int, ...] = (25, 50, 100, 500)
     """Object counts of the generated scenes (Messy Rooms sizes)."""
-    noise: tuple[Literal["clean", "realistic", "hard"], ...] = ("realistic", "hard")
+    noise: tuple[NoisePreset, ...] = ("realistic", "hard")
     """Segmenter-noise presets of the generated scenes (unic-lift-synth --noise): one scene per object count and
     preset."""
     methods: tuple[str, ...] = tuple(v.name for v in VARIANTS)
@@ -121,19 +121,18 @@ class BenchConfig:
                 rows += [Row(objects, name, noise=noise, result=result) for name, result in baselines.items()]
                 save()
             for variant in tqdm(variants, desc=folder, unit="method", leave=False):
-                rows += self.bench_variant(variant, budget, (objects, noise), scene, steps, notes)
+                rows += self.bench_variant(variant, budget, objects, noise, scene, steps, notes)
                 save()
         CONSOLE.print(f"Saved {self.output_dir / 'bench.md'} and {self.output_dir / 'bench.json'}")
         failed = [row for row in rows if row.error is not None]
         if failed:
             raise RunFailed(f"{len(failed)} run(s) failed, first: {failed[0].error}")
 
-    def bench_variant(self, variant: Variant, budget: Budget, scene_key: tuple[int, str], scene: Path, steps: int,
+    def bench_variant(self, variant: Variant, budget: Budget, objects: int, noise: str, scene: Path, steps: int,
                       notes: list[str]) -> list[Row]:  # fmt: skip
         """Train and evaluate one variant on one scene: its row, plus for a UniC-Lift row the HDBSCAN row on the
         same maps."""
-        runs, (objects, noise) = self.output_dir / "runs", scene_key
-        experiment = scene_name(objects, noise)
+        runs, experiment = self.output_dir / "runs", scene_name(objects, noise)
         compare = self.compare_clustering and variant.method == UNIC_LIFT
         clustering = (budget.clustering_samples, budget.clustering_min_size) if compare else None
         try:

@@ -49,6 +49,9 @@ TOP_FILES = ("transforms.json", "split.json", "sparse_pc.ply", "scene.json")
 """Files at the top of a scene folder."""
 _VIEW_PNG = re.compile(r"frame_[0-9]{5,}\.png")
 
+NoisePreset = Literal["clean", "realistic", "hard"]
+"""Error presets of the simulated 2D segmenter (``segmenter.PRESETS``)."""
+
 
 @dataclass
 class SynthConfig:
@@ -62,7 +65,7 @@ class SynthConfig:
     """Number of rendered views."""
     resolution: int = 256
     """Width and height of every view, in pixels."""
-    noise: Literal["clean", "realistic", "hard"] = "realistic"
+    noise: NoisePreset = "realistic"
     """Error preset of the simulated 2D segmenter that makes the training masks."""
     seed: int = 0
     """Random seed; the same seed gives byte-identical files."""
