@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import make_scene
 from unic_lift_ns.comparison.budgets import BUDGETS, CPU_SMALL
-from unic_lift_ns.comparison.methods import VARIANTS, select_variants
+from unic_lift_ns.comparison.methods import VARIANTS, select_variants, training_groups
 from unic_lift_ns.comparison.run import train_command
 from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import COLUMNS
@@ -81,6 +82,19 @@ def test_every_variant_command_parses_with_ns_train(budget):
                 assert actual is None, (flag, actual)
             else:
                 assert str(actual) == value if isinstance(actual, bool) else actual == type(actual)(value), (flag, actual)
+        model_config = type(config.pipeline.model)
+        for name, value in variant.decoding.items():  # fields set on the loaded run: they must exist and type-check
+            fields = {f.name: f for f in dataclasses.fields(model_config)}
+            assert name in fields, (variant.name, name)
+            assert value in typing.get_args(typing.get_type_hints(model_config)[name]), (variant.name, name, value)
+
+
+def test_variants_that_differ_only_in_decoding_share_a_training():
+    variants = select_variants(("unic-lift", "unic-lift-votes", "unic-lift-nearest-code", "no-triplet",
+                                "unic-lift-no-semantics", "unic-lift-nearest-code-no-semantics"))  # fmt: skip
+    groups = [[v.name for v in group] for group in training_groups(variants)]
+    assert groups == [["unic-lift", "unic-lift-votes", "unic-lift-nearest-code"],
+                      ["unic-lift-no-semantics", "unic-lift-nearest-code-no-semantics"], ["no-triplet"]]  # fmt: skip
 
 
 def test_cpu_small_trains_with_the_unic_lift_cpu_recipe_scaled_to_its_steps():
@@ -137,7 +151,8 @@ def test_bad_arguments_fail_cleanly(tmp_path, args, message):
 @pytest.mark.slow
 def test_bench_tiny_scene_end_to_end(tmp_path):
     out = tmp_path / "bench"
-    cmd = [BENCH, "--output-dir", str(out), "--methods", "unic-lift", "no-triplet", "--noise", "hard", *TINY]
+    methods = ["unic-lift", "unic-lift-nearest-code", "no-triplet"]
+    cmd = [BENCH, "--output-dir", str(out), "--methods", *methods, "--noise", "hard", *TINY]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -148,7 +163,8 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     assert data["steps"] == 20 and data["budget"] == "cpu-small" and data["resolution"] == 32
     rows = {row["method"]: row for row in data["rows"]}
     no_triplet_hdbscan = "UniC-Lift w/o triplet loss: maps, HDBSCAN + nearest centroid"
-    assert list(rows) == [UNTRACKED, TRACKED, "UniC-Lift", "UniC-Lift maps, HDBSCAN + nearest centroid",
+    nearest_code = "UniC-Lift, nearest-code decoding (confidence gate)"
+    assert list(rows) == [UNTRACKED, TRACKED, "UniC-Lift", nearest_code, "UniC-Lift maps, HDBSCAN + nearest centroid",
                           "UniC-Lift w/o triplet loss", no_triplet_hdbscan]  # fmt: skip
     assert sum(line.startswith("| 4 | hard |") for line in table) == len(rows)
     for name, row in rows.items():
@@ -157,8 +173,8 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
         for key in ("pq_scene", "sq_scene", "rq_scene", "miou"):
             assert 0.0 <= result[key] <= 1.0, (name, key, result[key])
         assert result["num_gt_instances"] > 0 and result["num_views"] == 2
-    for name in ("UniC-Lift", "UniC-Lift maps, HDBSCAN + nearest centroid", "UniC-Lift w/o triplet loss",
-                 no_triplet_hdbscan):
+    for name in ("UniC-Lift", nearest_code, "UniC-Lift maps, HDBSCAN + nearest centroid",
+                 "UniC-Lift w/o triplet loss", no_triplet_hdbscan):
         row = rows[name]
         assert row["train_seconds"] > 0 and row["train_cpu_seconds"] > 0 and row["label_seconds"] > 0, row
         assert row["peak_memory"] > 2**20, row
@@ -167,6 +183,9 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     assert rows["UniC-Lift maps, HDBSCAN + nearest centroid"]["clustering_seconds"] > 0
     assert rows[no_triplet_hdbscan]["clustering_seconds"] > 0
     assert rows[no_triplet_hdbscan]["train_seconds"] == rows["UniC-Lift w/o triplet loss"]["train_seconds"]
+    # the nearest-code row scores UniC-Lift's training (one run, no second training of the same flags)
+    assert rows[nearest_code]["train_seconds"] == rows["UniC-Lift"]["train_seconds"]
+    assert sorted(p.name for p in (out / "runs" / "objects_4_hard" / "unic-lift").iterdir()) == sorted(methods[::2])
     assert sum("bit decoding" in note for note in data["notes"]) == 1
     scene = json.loads((out / "scenes" / "objects_4_hard" / "scene.json").read_text())
     assert scene["config"]["noise"] == "hard" and scene["config"]["num_objects"] == 4

@@ -1,10 +1,11 @@
 """The benchmarked variants as data: UniC-Lift, its ablations (paper Table 4, appendix A.3; sparse masks, Fig. 9;
-coarse masks, Fig. 8) and the clustering baselines. Each is an `ns-train` method plus the flags that make it the variant."""
+coarse masks, Fig. 8) and the clustering baselines. Each is an `ns-train` method plus the flags that make it the variant
+and the decoding it is scored with; variants that train alike share one training."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class Variant:
     """Row label of the table."""
     flags: Mapping[str, str] = field(default_factory=dict)
     """Flags that make the variant, applied after (and over) the budget's flags."""
+    decoding: Mapping[str, Any] = field(default_factory=dict)
+    """Model config fields set on the trained run before it is scored (how it labels pixels; no effect on
+    training): variants that differ only in these share one training (see :func:`training_groups`)."""
 
 
 UNIC_LIFT = "unic-lift"
@@ -27,28 +31,32 @@ UNIC_LIFT = "unic-lift"
 NO_SEMANTICS = "--pipeline.datamanager.semantic-mask-dir"
 """The flag that, set to None, trains without the scene's semantic masks."""
 
+VOTES = {"instance_decoding": "gaussian-votes"}
+"""The decoding of the gaussian-votes variants."""
+NEAREST_CODE = {"instance_decoding": "nearest-code"}
+"""The decoding of the nearest-code variants."""
+
 VARIANTS: tuple[Variant, ...] = (
     Variant(UNIC_LIFT, UNIC_LIFT, "UniC-Lift"),
-    Variant("unic-lift-votes", UNIC_LIFT, "UniC-Lift, gaussian-votes (confidence gate)",
-            {"--pipeline.model.instance-decoding": "gaussian-votes"}),
+    Variant("unic-lift-votes", UNIC_LIFT, "UniC-Lift, gaussian-votes (confidence gate)", decoding=VOTES),
     Variant("unic-lift-votes-semantic", UNIC_LIFT, "UniC-Lift, gaussian-votes (semantic gate)",
-            {"--pipeline.model.instance-decoding": "gaussian-votes", "--pipeline.model.vote-gate": "semantic"}),
+            decoding={**VOTES, "vote_gate": "semantic"}),
     Variant("unic-lift-nearest-code", UNIC_LIFT, "UniC-Lift, nearest-code decoding (confidence gate)",
-            {"--pipeline.model.instance-decoding": "nearest-code"}),
+            decoding=NEAREST_CODE),
     Variant("unic-lift-no-semantics", UNIC_LIFT, "UniC-Lift, no semantic masks (class-agnostic scoring)",
             {NO_SEMANTICS: "None"}),
     Variant("unic-lift-votes-no-semantics", UNIC_LIFT,
             "UniC-Lift, gaussian-votes (confidence gate), no semantic masks (class-agnostic scoring)",
-            {"--pipeline.model.instance-decoding": "gaussian-votes", NO_SEMANTICS: "None"}),
+            {NO_SEMANTICS: "None"}, VOTES),
+    Variant("unic-lift-nearest-code-no-semantics", UNIC_LIFT,
+            "UniC-Lift, nearest-code decoding (confidence gate), no semantic masks (class-agnostic scoring)",
+            {NO_SEMANTICS: "None"}, NEAREST_CODE),
     Variant("no-triplet", UNIC_LIFT, "UniC-Lift w/o triplet loss", {"--pipeline.model.triplet-loss-weight": "0"}),
     Variant("no-linear-layer", UNIC_LIFT, "UniC-Lift w/o linear layer", {"--pipeline.model.use-linear-layer": "False"}),
     Variant("no-3d-loss", UNIC_LIFT, "UniC-Lift w/o 3D loss", {"--pipeline.model.neighbour-loss-weight": "0"}),
     Variant("3d-loss-from-start", UNIC_LIFT, "UniC-Lift, 3D loss from step 0",
             {"--pipeline.model.neighbour-loss-start": "0"}),
     Variant("random-triplets", UNIC_LIFT, "UniC-Lift, random triplets", {"--pipeline.model.triplet-mining": "random"}),
-    Variant("unic-lift-nearest-code-no-semantics", UNIC_LIFT,
-            "UniC-Lift, nearest-code decoding (confidence gate), no semantic masks (class-agnostic scoring)",
-            {"--pipeline.model.instance-decoding": "nearest-code", NO_SEMANTICS: "None"}),
     Variant("cluster-sum", UNIC_LIFT, "UniC-Lift, Eq. 4 with the paper's sums (cluster-balance sum)",
             {"--pipeline.model.cluster-balance": "sum"}),
     Variant("stuff-label-0", UNIC_LIFT, "UniC-Lift, stuff centroid pinned to label 0 (cluster-stuff label-0)",
@@ -70,3 +78,12 @@ def select_variants(names: tuple[str, ...]) -> list[Variant]:
     if unknown:
         raise ValueError(f"--methods: unknown method {unknown[0]!r}; choose from {', '.join(known)}")
     return [v for v in VARIANTS if v.name in names]
+
+
+def training_groups(variants: list[Variant]) -> list[list[Variant]]:
+    """``variants`` grouped by what they train (method and flags), in order: each group is trained once and
+    scored with each member's decoding."""
+    groups: dict[tuple, list[Variant]] = {}
+    for variant in variants:
+        groups.setdefault((variant.method, tuple(sorted(variant.flags.items()))), []).append(variant)
+    return list(groups.values())

@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -141,32 +141,39 @@ def decode_with_clustering(views: RenderedViews, samples: int, min_cluster_size:
     return labels, fit_seconds, assign_seconds
 
 
-def evaluate_logged(config: Path, scene: Path, clustering: Optional[tuple[int, int]], log: Path
-                    ) -> tuple[Scores, Optional[Scores]]:  # fmt: skip
+def evaluate_logged(config: Path, scene: Path, decodings: list[Mapping[str, Any]],
+                    clustering: Optional[tuple[int, int]], log: Path) -> tuple[list[Scores], Optional[Scores]]:  # fmt: skip
     """:func:`evaluate_run`; any error is written with its traceback to ``log`` and raised as a RunFailed."""
     try:
-        return evaluate_run(config, scene, clustering)
+        return evaluate_run(config, scene, decodings, clustering)
     except Exception as err:  # noqa: BLE001 - one method's failure must not stop the benchmark
         log.write_text(traceback.format_exc())
         raise RunFailed(f"evaluating {config} failed ({type(err).__name__}: {err}); see {log}") from err
 
 
-def evaluate_run(config: Path, scene: Path, clustering: Optional[tuple[int, int]]) -> tuple[Scores, Optional[Scores]]:
-    """Load a trained run, render its eval views once and score the model's labels; the label-assignment time is
+def evaluate_run(config: Path, scene: Path, decodings: list[Mapping[str, Any]], clustering: Optional[tuple[int, int]]
+                 ) -> tuple[list[Scores], Optional[Scores]]:  # fmt: skip
+    """Load a trained run once and, for each of ``decodings`` (model config fields over the run's own, see
+    :attr:`Variant.decoding`), render its eval views and score the model's labels; the label-assignment time is
     the model's ``decode_instances`` on the rendered embedding maps (for clustering methods: after the fit).
 
-    With ``clustering`` = (samples, min cluster size), the same embedding maps are also labelled by HDBSCAN +
-    nearest centroid and scored (second value), so both label assignments are timed on identical inputs.
+    With ``clustering`` = (samples, min cluster size), the embedding maps (the same for every decoding) are also
+    labelled by HDBSCAN + nearest centroid and scored (second value), so both label assignments are timed on
+    identical inputs.
     """
     pipeline = load_run(config, test_mode="test").pipeline
     model = pipeline.model
-    views = render_eval_views(pipeline, keep_embeddings=True)
-    _, seconds = timed_decoding(lambda e: model.decode_instances({"embedding": e}), views.embeddings)
-    result = score_rendered(views, scene)
-    own = Scores(result, seconds, getattr(model, "clustering_seconds", None))
+    own_settings = {name: getattr(model.config, name) for decoding in decodings for name in decoding}
+    scores = []
+    for decoding in decodings:
+        for name, value in {**own_settings, **decoding}.items():
+            setattr(model.config, name, value)
+        views = render_eval_views(pipeline, keep_embeddings=True)
+        _, seconds = timed_decoding(lambda e: model.decode_instances({"embedding": e}), views.embeddings)
+        scores.append(Scores(score_rendered(views, scene), seconds, getattr(model, "clustering_seconds", None)))
     clustered = None
     if clustering is not None:
         labels, fit_seconds, assign_seconds = decode_with_clustering(views, *clustering)
         relabelled = dataclasses.replace(views, instances=[lab.cpu().numpy().astype(np.int64) for lab in labels])
         clustered = Scores(score_rendered(relabelled, scene), assign_seconds, fit_seconds)
-    return own, clustered
+    return scores, clustered

@@ -20,7 +20,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tqdm import tqdm
 
 from unic_lift_ns.comparison.budgets import BUDGETS, Budget
-from unic_lift_ns.comparison.methods import UNIC_LIFT, VARIANTS, Variant, select_variants
+from unic_lift_ns.comparison.methods import UNIC_LIFT, VARIANTS, Variant, select_variants, training_groups
 from unic_lift_ns.comparison.run import RunFailed, evaluate_logged, train_variant
 from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import Row, write_tables
@@ -44,7 +44,8 @@ class BenchConfig:
     """Segmenter-noise presets of the generated scenes (unic-lift-synth --noise): one scene per object count and
     preset."""
     methods: tuple[str, ...] = tuple(v.name for v in VARIANTS)
-    """Variants to train: unic-lift, its ablations, contrastive-lift, gaussian-clustering."""
+    """Variants to score: unic-lift, its decodings and ablations, contrastive-lift, gaussian-clustering (variants
+    that differ only in their decoding share one training)."""
     budget: Literal["cpu-small", "gpu-paper"] = "cpu-small"
     """Training budget (steps, schedule, scene size) shared by every method."""
     device: Literal["cpu", "cuda"] = "cpu"
@@ -67,9 +68,9 @@ class BenchConfig:
     segmenter_baselines: bool = True
     """Add the scene's 2D segmenter rows (untracked and Hungarian-tracked)."""
     compare_clustering: bool = True
-    """Also label the rendered maps of every UniC-Lift row (each clustering-free) with HDBSCAN + nearest centroid
-    (the budget's sample count and minimum cluster size) and add that row beside it, to score and time both label
-    assignments on the same maps."""
+    """Also label the rendered maps of every UniC-Lift training (its rows are clustering-free decodings) with
+    HDBSCAN + nearest centroid (the budget's sample count and minimum cluster size) and add that row beside its rows,
+    to score and time both label assignments on the same maps."""
 
     def validate(self) -> list[Variant]:
         """Check the flags; returns the selected variants."""
@@ -120,42 +121,47 @@ class BenchConfig:
                 baselines = evaluate_segmenter_baselines(scene)
                 rows += [Row(objects, name, noise=noise, result=result) for name, result in baselines.items()]
                 save()
-            for variant in tqdm(variants, desc=folder, unit="method", leave=False):
-                rows += self.bench_variant(variant, budget, objects, noise, scene, steps, notes)
+            for group in tqdm(training_groups(variants), desc=folder, unit="training", leave=False):
+                rows += self.bench_training(group, budget, objects, noise, scene, steps, notes)
                 save()
         CONSOLE.print(f"Saved {self.output_dir / 'bench.md'} and {self.output_dir / 'bench.json'}")
         failed = [row for row in rows if row.error is not None]
         if failed:
             raise RunFailed(f"{len(failed)} run(s) failed, first: {failed[0].error}")
 
-    def bench_variant(self, variant: Variant, budget: Budget, objects: int, noise: str, scene: Path, steps: int,
-                      notes: list[str]) -> list[Row]:  # fmt: skip
-        """Train and evaluate one variant on one scene: its row, plus for a UniC-Lift row the HDBSCAN row on the
-        same maps."""
-        runs, experiment = self.output_dir / "runs", scene_name(objects, noise)
-        compare = self.compare_clustering and variant.method == UNIC_LIFT
+    def bench_training(self, group: list[Variant], budget: Budget, objects: int, noise: str, scene: Path, steps: int,
+                       notes: list[str]) -> list[Row]:  # fmt: skip
+        """Train the variants of one training group once on one scene (the run is named after the first) and score
+        each one's decoding: a row each, plus for UniC-Lift the HDBSCAN row on the same maps."""
+        runs, experiment, first = self.output_dir / "runs", scene_name(objects, noise), group[0]
+        compare = self.compare_clustering and first.method == UNIC_LIFT
         clustering = (budget.clustering_samples, budget.clustering_min_size) if compare else None
         try:
-            run = train_variant(variant, budget, steps, scene, runs, experiment, self.device)
-            log = runs / experiment / f"{variant.name}.eval.log"
-            own, clustered = evaluate_logged(run.config, scene, clustering, log)
+            run = train_variant(first, budget, steps, scene, runs, experiment, self.device)
+            log = runs / experiment / f"{first.name}.eval.log"
+            own, clustered = evaluate_logged(run.config, scene, [v.decoding for v in group], clustering, log)
         except RunFailed as err:
             CONSOLE.print(f"[bold red]{err}")
-            return [Row(objects, variant.label, variant.name, noise=noise, error=str(err))]
+            return [Row(objects, v.label, v.name, noise=noise, error=str(err)) for v in group]
         timing = dict(train_seconds=run.seconds, train_cpu_seconds=run.cpu_seconds, peak_memory=run.peak_memory,
                       peak_memory_kind=run.peak_memory_kind)  # fmt: skip
-        rows = [Row(objects, variant.label, variant.name, own.result, noise=noise,
-                    clustering_seconds=own.clustering_seconds, label_seconds=own.label_seconds, **timing)]  # fmt: skip
+        rows = [
+            Row(objects, v.label, v.name, scores.result, noise=noise, clustering_seconds=scores.clustering_seconds,
+                label_seconds=scores.label_seconds, **timing)
+            for v, scores in zip(group, own)
+        ]  # fmt: skip
         if clustered is None:
             return rows
-        label = HDBSCAN_ROW if variant.name == UNIC_LIFT else f"{variant.label}: maps, HDBSCAN + nearest centroid"
-        rows.append(Row(objects, label, f"{variant.name}+hdbscan", clustered.result, noise=noise,
+        names = [v.name for v in group]
+        label = HDBSCAN_ROW if UNIC_LIFT in names else f"{first.label}: maps, HDBSCAN + nearest centroid"
+        rows.append(Row(objects, label, f"{first.name}+hdbscan", clustered.result, noise=noise,
                         clustering_seconds=clustered.clustering_seconds, label_seconds=clustered.label_seconds,
                         **timing))  # fmt: skip
-        if variant.name == UNIC_LIFT:
+        if UNIC_LIFT in names:
+            bits = own[names.index(UNIC_LIFT)]
             notes.append(
-                f"{experiment}, label assignment on the same {own.result.num_views} rendered UniC-Lift maps: "
-                f"bit decoding {own.label_seconds:.3g} s vs HDBSCAN fit {clustered.clustering_seconds:.3g} s "
+                f"{experiment}, label assignment on the same {bits.result.num_views} rendered UniC-Lift maps: "
+                f"bit decoding {bits.label_seconds:.3g} s vs HDBSCAN fit {clustered.clustering_seconds:.3g} s "
                 f"+ nearest centroid {clustered.label_seconds:.3g} s."
             )
         return rows
