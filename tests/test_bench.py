@@ -36,7 +36,8 @@ def test_variants_cover_the_ablations_and_baselines():
     names = [v.name for v in VARIANTS]
     assert len(set(names)) == len(names)
     assert {"unic-lift", "unic-lift-votes", "unic-lift-votes-semantic", "unic-lift-no-semantics",
-            "unic-lift-votes-no-semantics", "unic-lift-nearest-code", "unic-lift-nearest-code-no-semantics",
+            "unic-lift-votes-no-semantics", "unic-lift-votes-split", "unic-lift-nearest-code",
+            "unic-lift-nearest-code-no-semantics",
             "cluster-sum", "stuff-label-0", "no-triplet", "no-linear-layer", "no-3d-loss",
             "3d-loss-from-start", "random-triplets", "masks-5pct", "masks-10pct", "masks-20pct", "masks-0.5x",
             "masks-0.25x", "contrastive-lift", "gaussian-clustering"} == set(names)  # fmt: skip
@@ -86,7 +87,8 @@ def test_every_variant_command_parses_with_ns_train(budget):
         for name, value in variant.decoding.items():  # fields set on the loaded run: they must exist and type-check
             fields = {f.name: f for f in dataclasses.fields(model_config)}
             assert name in fields, (variant.name, name)
-            assert value in typing.get_args(typing.get_type_hints(model_config)[name]), (variant.name, name, value)
+            hint = typing.get_type_hints(model_config)[name]
+            assert value in typing.get_args(hint) if typing.get_origin(hint) else isinstance(value, hint), (name, value)
 
 
 def test_variants_that_differ_only_in_decoding_share_a_training():
@@ -160,7 +162,7 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     header = next(line for line in table if line.startswith("| Objects"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(COLUMNS)
     data = json.loads((out / "bench.json").read_text())
-    assert data["steps"] == 20 and data["budget"] == "cpu-small" and data["resolution"] == 32
+    assert data["steps"] == 20 and data["budget"] == "cpu-recipe" and data["resolution"] == 32
     rows = {row["method"]: row for row in data["rows"]}
     no_triplet_hdbscan = "UniC-Lift w/o triplet loss: maps, HDBSCAN + nearest centroid"
     nearest_code = "UniC-Lift, nearest-code decoding (confidence gate)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Union
 
 from unic_lift_ns.unic_lift_methods import (
@@ -111,6 +111,12 @@ minimum cluster size scaled to match (Contrastive Lift: 100 of 10^5). Sized for 
 about 30 min on a free 2-core CPU; ``--steps 400 --resolution 96 --views 40`` scores higher and takes about 1.5x
 as long."""
 
+CPU_RECIPE = replace(CPU_SMALL, name="cpu-recipe", steps=1000)
+"""cpu-small's scenes and flags for the 1000 steps of `unic-lift-cpu` (the README recipe): the default. At
+cpu-small's 300 steps few Gaussians' codes are confident yet (on 50 objects with hard noise under 1% pass the vote
+gate) and HDBSCAN on the rendered maps beats every clustering-free decoding; after 1000 they beat it
+(docs/BENCHMARKS.md). About 300 s per training on a free 2-core CPU."""
+
 GPU_PAPER = Budget(
     name="gpu-paper",
     steps=30000,
@@ -124,5 +130,5 @@ GPU_PAPER = Budget(
 """The paper's schedule (section 4, appendix B.2): 30k steps, densification and 3D loss switch at 15k; every
 method keeps its own defaults otherwise (Contrastive Lift: HDBSCAN on 10^5 samples, minimum cluster size 100)."""
 
-BUDGETS = {b.name: b for b in (CPU_SMALL, GPU_PAPER)}
+BUDGETS = {b.name: b for b in (CPU_SMALL, CPU_RECIPE, GPU_PAPER)}
 """Budgets by name."""

@@ -41,6 +41,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("unic-lift-votes", UNIC_LIFT, "UniC-Lift, gaussian-votes (confidence gate)", decoding=VOTES),
     Variant("unic-lift-votes-semantic", UNIC_LIFT, "UniC-Lift, gaussian-votes (semantic gate)",
             decoding={**VOTES, "vote_gate": "semantic"}),
+    Variant("unic-lift-votes-split", UNIC_LIFT, "UniC-Lift, gaussian-votes (confidence gate), code collisions split",
+            decoding={**VOTES, "split_collisions": True}),
     Variant("unic-lift-nearest-code", UNIC_LIFT, "UniC-Lift, nearest-code decoding (confidence gate)",
             decoding=NEAREST_CODE),
     Variant("unic-lift-no-semantics", UNIC_LIFT, "UniC-Lift, no semantic masks (class-agnostic scoring)",

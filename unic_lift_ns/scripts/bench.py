@@ -46,7 +46,7 @@ class BenchConfig:
     methods: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     """Variants to score: unic-lift, its decodings and ablations, contrastive-lift, gaussian-clustering (variants
     that differ only in their decoding share one training)."""
-    budget: Literal["cpu-small", "gpu-paper"] = "cpu-small"
+    budget: Literal["cpu-small", "cpu-recipe", "gpu-paper"] = "cpu-recipe"
     """Training budget (steps, schedule, scene size) shared by every method."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Training device (--machine.device-type of ns-train)."""
