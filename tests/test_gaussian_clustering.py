@@ -121,6 +121,52 @@ def test_clustering_recovers_well_separated_feature_groups():
     assert set(outputs["instance_label"].long().unique().tolist()) <= {0, 1, 2}
 
 
+def separated_features(count: int, groups: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    """[count, 16] features: one random direction per group id, plus small noise."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.nn.functional.normalize(torch.randn(int(groups.max()) + 1, 16, generator=generator), dim=-1)
+    return 4 * directions[groups] + 0.05 * torch.randn(count, 16, generator=generator)
+
+
+def test_semantic_guided_clustering_gives_stuff_its_label_and_clusters_things_apart():
+    model = make_model(num_points=900, semantic_guided_clustering=True, cluster_min_size=20)
+    groups = torch.arange(900) % 3  # group 0: background (stuff), groups 1 and 2: two objects
+    with torch.no_grad():
+        model.gauss_params["embeddings"].copy_(separated_features(900, groups))
+        model.gauss_params["semantic_logits"][:, 1] = torch.where(groups > 0, 5.0, -5.0)
+    model.eval()
+    labels = model.gaussian_labels()
+    assert bool((labels[groups == 0] == 0).all())
+    things = [torch.unique(labels[groups == g]) for g in (1, 2)]
+    assert [t.numel() for t in things] == [1, 1] and int(things[0]) != int(things[1]) and min(things) >= 1
+    outputs = model.get_outputs_for_camera(make_camera(24))
+    stuff = outputs["semantic_label"].squeeze(-1) == 0
+    assert bool((outputs["instance_label"].squeeze(-1)[stuff] == 0).all())
+
+
+def test_semantic_guidance_refuses_unknown_stuff_classes_before_training():
+    with pytest.raises(ValueError, match="--pipeline.model.stuff-classes \\[5\\]"):
+        make_model(semantic_guided_clustering=True, stuff_classes=(5,))
+    with pytest.raises(ValueError, match="needs a thing class"):
+        make_model(semantic_guided_clustering=True, stuff_classes=(0, 1))
+    assert make_model(stuff_classes=(5,)).thing_classes is None  # without guidance the classes are not used
+
+
+def test_clustering_can_leave_out_transparent_gaussians():
+    # Two opaque groups and a tight group of nearly transparent Gaussians: clustered with them, the transparent
+    # ones make a third instance; left out (cluster_min_opacity 0.5), they join one of the two.
+    groups = torch.arange(900) % 3
+    counts = {}
+    for min_opacity in (0.0, 0.5):
+        model = make_model(num_points=900, num_semantic_classes=0, cluster_min_size=20, cluster_min_opacity=min_opacity)
+        with torch.no_grad():
+            model.gauss_params["embeddings"].copy_(separated_features(900, groups))
+            model.gauss_params["opacities"].copy_(torch.where(groups == 2, -6.0, 3.0)[:, None])
+        model.eval()
+        counts[min_opacity] = torch.unique(model.gaussian_labels()).numel()
+    assert counts == {0.0: 3, 0.5: 2}
+
+
 @pytest.mark.slow
 def test_ns_train_gaussian_clustering_cpu_then_eval(tmp_path):
     scene = make_scene(tmp_path / "scene", num_objects=3, num_views=8, resolution=48, num_points=800)

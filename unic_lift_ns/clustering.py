@@ -7,7 +7,8 @@ benchmark can time them against UniC-Lift's direct Embedding-to-Label decoding o
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -65,3 +66,72 @@ def assign_nearest(embeddings: Tensor, centroids: ArrayLike, chunk_size: int = 1
     flat = embeddings.reshape(-1, embeddings.shape[-1])
     nearest = [torch.cdist(rows, centres).argmin(dim=-1) for rows in flat.split(chunk_size)]
     return torch.cat(nearest).reshape(embeddings.shape[:-1])
+
+
+def guided_thing_classes(guided: bool, num_semantic_classes: int, stuff_classes: Sequence[int]) -> Optional[list[int]]:
+    """The semantic classes clustered separately under semantic guidance (those that are not stuff), or None without
+    guidance or semantic head; refuses a stuff class the head does not have, or no thing class (the flag
+    ``--pipeline.model.stuff-classes`` is named)."""
+    if not guided or num_semantic_classes <= 0:
+        return None
+    unknown = [c for c in stuff_classes if not 0 <= c < num_semantic_classes]
+    if unknown:
+        raise ValueError(f"--pipeline.model.stuff-classes {unknown}: not among {num_semantic_classes} classes")
+    things = [c for c in range(num_semantic_classes) if c not in stuff_classes]
+    if not things:
+        raise ValueError("Semantic-guided clustering needs a thing class outside --pipeline.model.stuff-classes")
+    return things
+
+
+@dataclass(frozen=True)
+class ClassCentroids:
+    """Cluster centroids fitted per predicted thing class (Contrastive Lift, appendix B.3, steps 2-4).
+
+    Stuff class k of ``stuff_classes`` takes label k; the centroids of all groups follow, in group order. Without
+    semantic guidance there is one group (class None) and no stuff label.
+    """
+
+    centroids: Tensor
+    """[C, D] centroids of every group, concatenated."""
+    groups: Tuple[Tuple[Optional[int], int, int], ...]
+    """(thing class, or None for all samples; first row; end row) of each group's centroids."""
+    stuff_classes: Tuple[int, ...] = ()
+    """Stuff classes, whose members take their class's label instead of a centroid's."""
+
+    def assign(self, embeddings: Tensor, classes: Optional[Tensor] = None) -> Tensor:
+        """Labels [...] of embeddings [..., D] with predicted classes [...]: stuff ones their stuff label, thing ones
+        the nearest centroid of their own class; without ``classes`` (or guidance) the nearest over all groups."""
+        offset = len(self.stuff_classes)
+        centroids = self.centroids.to(embeddings.device)
+        if classes is None or not self.stuff_classes:
+            return assign_nearest(embeddings, centroids) + offset
+        labels = torch.zeros(classes.shape, dtype=torch.long, device=embeddings.device)
+        for index, stuff in enumerate(self.stuff_classes):
+            labels[classes == stuff] = index
+        for group, first, end in self.groups:
+            members = classes == group
+            labels[members] = assign_nearest(embeddings[members], centroids[first:end]) + offset + first
+        return labels
+
+
+def fit_class_centroids(
+    samples: Tensor,
+    classes: Optional[Tensor],
+    stuff_classes: Sequence[int],
+    things: Optional[Sequence[int]],
+    min_cluster_size: int,
+    min_samples: Optional[int] = None,
+) -> ClassCentroids:
+    """HDBSCAN centroids of ``samples`` [M, D] per thing class of ``classes`` [M] (``things``), or of all samples
+    when ``things`` is None. A group in which HDBSCAN finds no cluster (or which has no sample) becomes one
+    instance, the mean of its members (of all samples when it has none)."""
+    centroids, groups, first = [], [], 0
+    for group in things if things is not None else [None]:
+        members = samples if group is None or classes is None else samples[classes == group]
+        found = fit_centroids(members, min_cluster_size, min_samples)
+        found = centroids_or_mean(found, members if members.shape[0] > 0 else samples)
+        centroids.append(found)
+        groups.append((group, first, first + found.shape[0]))
+        first += found.shape[0]
+    stuff = tuple(stuff_classes) if things is not None else ()
+    return ClassCentroids(torch.cat(centroids), tuple(groups), stuff)

@@ -26,7 +26,7 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
     partition_pixels,
     slow_fast_contrastive_loss,
 )
-from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
+from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids, guided_thing_classes
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipeline, UniCLiftPipelineConfig
 
@@ -73,12 +73,7 @@ class ContrastiveLiftModel(SegmentationSplatModel):
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        cfg = self.config
-        unknown = [c for c in cfg.stuff_classes if not 0 <= c < cfg.num_semantic_classes]
-        if self.semantic_guided and unknown:
-            raise ValueError(f"--pipeline.model.stuff-classes {unknown}: not among {cfg.num_semantic_classes} classes")
-        if self.semantic_guided and not self.thing_classes:
-            raise ValueError("Semantic-guided clustering needs a thing class outside --pipeline.model.stuff-classes")
+        _ = self.thing_classes  # a bad --pipeline.model.stuff-classes fails here, before training
         # Per Gaussian like the fast embedding, so gsplat's strategy duplicates, splits and prunes it alongside;
         # never differentiated (rendered detached) and moved only by the EMA.
         self.gauss_params["slow_embeddings"] = Parameter(self.embeddings.detach().clone(), requires_grad=False)
@@ -87,17 +82,14 @@ class ContrastiveLiftModel(SegmentationSplatModel):
         """Views the clustering samples are rendered from; set by :class:`ContrastiveLiftPipeline`."""
         self.clustering_seconds: Optional[float] = None
         """Wall time of the last :meth:`fit_clusters` (rendering the samples + HDBSCAN), None before any."""
-        self._centroids: Optional[Tensor] = None
-        self._groups: List[Tuple[Optional[int], int, int]] = []  # (thing class or None, first, end) centroid rows
+        self._centroids: Optional[ClassCentroids] = None
         self._sampling = False
 
     @property
-    def semantic_guided(self) -> bool:
-        return self.config.semantic_guided_clustering and self.config.num_semantic_classes > 0
-
-    @property
-    def thing_classes(self) -> List[int]:
-        return [c for c in range(self.config.num_semantic_classes) if c not in self.config.stuff_classes]
+    def thing_classes(self) -> Optional[List[int]]:
+        """The classes clustered separately (semantic guidance), or None: all pixels in one group."""
+        cfg = self.config
+        return guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         """Load the Gaussians and forget centroids fitted to other weights."""
@@ -157,15 +149,9 @@ class ContrastiveLiftModel(SegmentationSplatModel):
         start = time.perf_counter()
         embeddings, classes = self._clustering_samples()
         cfg = self.config
-        centroids, self._groups, first = [], [], 0
-        for group in self.thing_classes if self.semantic_guided else [None]:
-            members = embeddings if group is None else embeddings[classes == group]
-            found = fit_centroids(members, cfg.cluster_min_size, cfg.cluster_min_samples)
-            found = centroids_or_mean(found, members if members.shape[0] > 0 else embeddings)
-            centroids.append(found)
-            self._groups.append((group, first, first + found.shape[0]))
-            first += found.shape[0]
-        self._centroids = torch.cat(centroids).to(self.device)
+        self._centroids = fit_class_centroids(
+            embeddings, classes, cfg.stuff_classes, self.thing_classes, cfg.cluster_min_size, cfg.cluster_min_samples
+        )
         self.clustering_seconds = time.perf_counter() - start
 
     def _clustering_samples(self) -> Tuple[Tensor, Optional[Tensor]]:
@@ -186,7 +172,7 @@ class ContrastiveLiftModel(SegmentationSplatModel):
                 flat = outputs["embedding"].reshape(-1, cfg.embedding_dim)
                 pick = torch.randperm(flat.shape[0], generator=generator)[:per_view].to(flat.device)
                 embeddings.append(flat[pick])
-                if self.semantic_guided:
+                if self.thing_classes is not None:
                     classes.append(outputs["semantic_label"].reshape(-1)[pick].long())
         finally:
             self._sampling = False
@@ -203,17 +189,8 @@ class ContrastiveLiftModel(SegmentationSplatModel):
         if self._centroids is None:
             self.fit_clusters()
         assert self._centroids is not None
-        offset = len(self.config.stuff_classes) if self.semantic_guided else 0
-        if "semantic_logits" not in maps or not self.semantic_guided:
-            return assign_nearest(embedding, self._centroids) + offset
-        classes = maps["semantic_logits"].argmax(dim=-1)
-        labels = torch.zeros(classes.shape, dtype=torch.long, device=embedding.device)
-        for index, stuff in enumerate(self.config.stuff_classes):
-            labels[classes == stuff] = index
-        for group, first, end in self._groups:
-            mask = classes == group
-            labels[mask] = assign_nearest(embedding[mask], self._centroids[first:end]) + offset + first
-        return labels
+        classes = maps["semantic_logits"].argmax(dim=-1) if "semantic_logits" in maps else None
+        return self._centroids.assign(embedding, classes)
 
 
 @dataclass

@@ -14,7 +14,7 @@ cluster, triplet and 3D losses are off.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple, Type
 
 import torch
@@ -28,7 +28,7 @@ from unic_lift_ns.baselines.gaussian_clustering_losses import (
     spatial_neighbours,
     spatial_similarity_loss,
 )
-from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
+from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids, guided_thing_classes
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 
 
@@ -65,6 +65,16 @@ class GaussianClusteringModelConfig(SegmentationSplatModelConfig):
     """HDBSCAN clusters at most this many Gaussians' features (a fixed random subset); all are then assigned."""
     cluster_min_size: int = 50
     """HDBSCAN's minimum cluster size, in sampled Gaussians."""
+    cluster_min_opacity: float = 0.0
+    """Only Gaussians at least this opaque are clustered (all are then assigned); 0 = all of them (paper). Nearly
+    transparent Gaussians get little gradient and keep features near their random start."""
+    semantic_guided_clustering: bool = False
+    """Cluster the Gaussians of each predicted thing class separately and give stuff their class label, as
+    Contrastive Lift does (its appendix B.3); False = one clustering of all Gaussians (paper). Needs the semantic
+    head (num_semantic_classes > 0)."""
+    stuff_classes: Tuple[int, ...] = (0,)
+    """Semantic classes that are stuff, with semantic guidance: stuff class k of this list gets label k and the
+    thing clusters the labels after them."""
 
 
 class GaussianClusteringModel(SegmentationSplatModel):
@@ -74,43 +84,67 @@ class GaussianClusteringModel(SegmentationSplatModel):
 
     def populate_modules(self) -> None:
         super().populate_modules()
+        _ = self.thing_classes  # a bad --pipeline.model.stuff-classes fails here, before training
         self.clustering_seconds = 0.0  # wall time of the latest (lazy) fit of the clustering, for the bench
-        self._centroids: Optional[Tensor] = None
-        self._centroids_key: Optional[Tuple[int, int]] = None
+        self._centroids: Optional[ClassCentroids] = None
+        self._centroids_key: Optional[Tuple] = None
         self._spatial_generator = torch.Generator()
         self._spatial_generator.manual_seed(0)
 
     # ------------------------------------------------------------------------------------------ labels
 
-    def centroids(self) -> Tensor:
-        """[C, D] unit-norm cluster centroids of the Gaussians' normalised features, fitted once per training step
-        (lazily: the first time labels are needed) and cached; the fit time goes to ``clustering_seconds``.
+    @property
+    def thing_classes(self) -> Optional[List[int]]:
+        """The classes clustered separately (semantic guidance), or None: all Gaussians in one group."""
+        cfg = self.config
+        return guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
 
-        When HDBSCAN finds no cluster (all noise), the single centroid is the mean feature: one instance.
+    def centroids(self) -> ClassCentroids:
+        """Unit-norm cluster centroids of the Gaussians' normalised features (per predicted thing class with semantic
+        guidance), fitted once per training step and clustering setting (lazily: the first time labels are
+        needed) and cached; the fit time goes to ``clustering_seconds``.
+
+        A group in which HDBSCAN finds no cluster (all noise) becomes one instance, its mean feature.
         """
         cfg = self.config
-        key = (self.step, self.num_points)
+        settings = (cfg.cluster_max_samples, cfg.cluster_min_size, cfg.cluster_min_opacity, self.thing_classes)
+        key = (self.step, self.num_points, settings)
         if self._centroids is None or self._centroids_key != key:
             start = time.perf_counter()
             features = F.normalize(self.embeddings.detach(), dim=-1)
-            subset = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))
-            subset = subset[: cfg.cluster_max_samples].to(features.device)
-            centroids = centroids_or_mean(fit_centroids(features[subset], cfg.cluster_min_size), features)
-            self._centroids = F.normalize(centroids.to(features), dim=-1)
+            classes = self.semantic_logits.detach().argmax(dim=-1) if self.thing_classes is not None else None
+            opaque = torch.sigmoid(self.opacities.detach()).reshape(-1) >= cfg.cluster_min_opacity
+            candidates = opaque.nonzero().squeeze(-1) if bool(opaque.any()) else torch.arange(features.shape[0])
+            order = torch.randperm(candidates.numel(), generator=torch.Generator().manual_seed(0))
+            subset = candidates[order[: cfg.cluster_max_samples].to(candidates.device)].to(features.device)
+            fitted = fit_class_centroids(
+                features[subset],
+                None if classes is None else classes[subset],
+                cfg.stuff_classes,
+                self.thing_classes,
+                cfg.cluster_min_size,
+            )
+            self._centroids = replace(fitted, centroids=F.normalize(fitted.centroids.to(features), dim=-1))
             self._centroids_key = key
             self.clustering_seconds = time.perf_counter() - start
         return self._centroids
 
     def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
-        """[..., D] features -> [...] int64 index of the nearest centroid (cosine similarity)."""
-        return assign_nearest(F.normalize(maps["embedding"], dim=-1), self.centroids())
+        """[..., D] features -> [...] int64 label of the nearest centroid (cosine similarity); with semantic
+        guidance and semantic logits in ``maps``, stuff takes its stuff label and things the nearest centroid of
+        their own class."""
+        classes = maps["semantic_logits"].argmax(dim=-1) if "semantic_logits" in maps else None
+        return self.centroids().assign(F.normalize(maps["embedding"], dim=-1), classes)
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """In evaluation the rendered feature is the alpha blend of the Gaussians' clustered features (centroids)."""
+        """In evaluation the rendered feature is the alpha blend of the Gaussians' clustered features (centroids;
+        0 for the stuff Gaussians of semantic guidance, so that they do not tint the things they border)."""
         features = super().segmentation_features(params)
         if not self.training:
-            centroids = self.centroids()
-            features["embedding"] = centroids[assign_nearest(F.normalize(params["embeddings"], dim=-1), centroids)]
+            clusters = self.centroids()
+            labels = self.decode_instances(features) - len(clusters.stuff_classes)
+            centroid = clusters.centroids.to(labels.device)[labels.clamp(min=0)]
+            features["embedding"] = torch.where(labels[:, None] >= 0, centroid, torch.zeros_like(centroid))
         return features
 
     # ------------------------------------------------------------------------------------------ losses

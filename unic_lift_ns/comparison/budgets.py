@@ -114,8 +114,9 @@ as long."""
 CPU_RECIPE = replace(CPU_SMALL, name="cpu-recipe", steps=1000)
 """cpu-small's scenes and flags for the 1000 steps of `unic-lift-cpu` (the README recipe): the default. At
 cpu-small's 300 steps few Gaussians' codes are confident yet (on 50 objects with hard noise under 1% pass the vote
-gate) and HDBSCAN on the rendered maps beats every clustering-free decoding; after 1000 they beat it on every
-scene measured so far (docs/BENCHMARKS.md). About 300 s per training on a free 2-core CPU."""
+gate) and HDBSCAN on the rendered maps beats every clustering-free decoding; after 1000 the best of them beats it
+on all 12 rows of the 25/50/100-object, realistic/hard scenes, with and without semantic masks
+(docs/BENCHMARKS.md). About 300-400 s per training on a free 2-core CPU."""
 
 GPU_PAPER = Budget(
     name="gpu-paper",
