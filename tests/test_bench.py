@@ -13,7 +13,12 @@ import pytest
 
 from conftest import make_scene
 from unic_lift_ns.comparison.budgets import BUDGETS, CPU_SMALL
-from unic_lift_ns.comparison.methods import VARIANTS, select_variants, training_groups
+from unic_lift_ns.comparison.methods import (
+    GAUSSIAN_CLUSTERING_PAPER_LABELS,
+    VARIANTS,
+    select_variants,
+    training_groups,
+)
 from unic_lift_ns.comparison.run import train_command
 from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import COLUMNS
@@ -40,7 +45,8 @@ def test_variants_cover_the_ablations_and_baselines():
             "unic-lift-nearest-code-no-semantics",
             "cluster-sum", "stuff-label-0", "no-triplet", "no-linear-layer", "no-3d-loss",
             "3d-loss-from-start", "random-triplets", "masks-5pct", "masks-10pct", "masks-20pct", "masks-0.5x",
-            "masks-0.25x", "contrastive-lift", "gaussian-clustering"} == set(names)  # fmt: skip
+            "masks-0.25x", "contrastive-lift", "gaussian-clustering",
+            "gaussian-clustering-paper-labels"} == set(names)  # fmt: skip
     assert [v.name for v in select_variants(("no-triplet", "unic-lift"))] == ["unic-lift", "no-triplet"]
     with pytest.raises(ValueError, match="'nope'"):
         select_variants(("unic-lift", "nope"))
@@ -97,6 +103,18 @@ def test_variants_that_differ_only_in_decoding_share_a_training():
     groups = [[v.name for v in group] for group in training_groups(variants)]
     assert groups == [["unic-lift", "unic-lift-votes", "unic-lift-nearest-code"],
                       ["unic-lift-no-semantics", "unic-lift-nearest-code-no-semantics"], ["no-triplet"]]  # fmt: skip
+
+
+def test_gaussian_clustering_paper_labels_are_its_model_defaults_on_the_budgets_training():
+    from unic_lift_ns.baselines.gaussian_clustering import GaussianClusteringModelConfig
+
+    defaults = GaussianClusteringModelConfig()
+    paper = GAUSSIAN_CLUSTERING_PAPER_LABELS
+    assert {name: getattr(defaults, name) for name in paper} == paper
+    flags = CPU_SMALL.train_flags("gaussian-clustering", 300)
+    assert flags["--pipeline.model.semantic-guided-clustering"] == "True"  # the budget changes them...
+    variants = select_variants(("gaussian-clustering", "gaussian-clustering-paper-labels"))
+    assert len(training_groups(variants)) == 1  # ...and the paper's labels are scored on the same training
 
 
 def test_cpu_small_trains_with_the_unic_lift_cpu_recipe_scaled_to_its_steps():
