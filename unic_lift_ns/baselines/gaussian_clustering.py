@@ -8,7 +8,9 @@ their features (HDBSCAN on the L2-normalised features; centroids = normalised cl
 its nearest centroid, a view is rendered by alpha blending the Gaussians' *clustered* features (their centroids,
 as the paper renders novel-view masks), and each pixel takes the nearest centroid of its rendered feature
 (cosine), so a pixel covered by the Gaussians of one cluster gets exactly that cluster's label. UniC-Lift's
-cluster, triplet and 3D losses are off.
+cluster, triplet and 3D losses are off. Two options outside the paper (off by default): Contrastive Lift's semantic
+guidance (cluster each predicted thing class apart, stuff takes its class label) and a minimum opacity for the
+Gaussians that are clustered.
 """
 
 from __future__ import annotations
