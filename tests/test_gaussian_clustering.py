@@ -144,6 +144,18 @@ def test_semantic_guided_clustering_gives_stuff_its_label_and_clusters_things_ap
     assert bool((outputs["instance_label"].squeeze(-1)[stuff] == 0).all())
 
 
+def test_semantic_guidance_without_semantic_masks_clusters_every_gaussian():
+    # A run without semantic_masks/ keeps the semantic logits at 0 (class 0, stuff, everywhere): guidance is then
+    # off, instead of giving the whole scene the stuff label.
+    model = make_model(num_points=600, semantic_guided_clustering=True, cluster_min_size=20)
+    groups = torch.arange(600) % 3
+    with torch.no_grad():
+        model.gauss_params["embeddings"].copy_(separated_features(600, groups))
+    model.eval()
+    assert model.thing_classes is None
+    assert torch.unique(model.gaussian_labels()).numel() == 3
+
+
 def test_semantic_guidance_refuses_unknown_stuff_classes_before_training():
     with pytest.raises(ValueError, match="--pipeline.model.stuff-classes \\[5\\]"):
         make_model(semantic_guided_clustering=True, stuff_classes=(5,))

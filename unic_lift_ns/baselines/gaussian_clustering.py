@@ -86,7 +86,8 @@ class GaussianClusteringModel(SegmentationSplatModel):
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        _ = self.thing_classes  # a bad --pipeline.model.stuff-classes fails here, before training
+        cfg = self.config  # a bad --pipeline.model.stuff-classes fails here, before training
+        guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
         self.clustering_seconds = 0.0  # wall time of the latest (lazy) fit of the clustering, for the bench
         self._centroids: Optional[ClassCentroids] = None
         self._centroids_key: Optional[Tuple] = None
@@ -97,9 +98,11 @@ class GaussianClusteringModel(SegmentationSplatModel):
 
     @property
     def thing_classes(self) -> Optional[List[int]]:
-        """The classes clustered separately (semantic guidance), or None: all Gaussians in one group."""
+        """The classes clustered separately (semantic guidance), or None: all Gaussians in one group, also when the
+        semantic head never saw a semantic mask (its classes would all be 0)."""
         cfg = self.config
-        return guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
+        things = guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
+        return things if self.semantic_head_trained() else None
 
     def centroids(self) -> ClassCentroids:
         """Unit-norm cluster centroids of the Gaussians' normalised features (per predicted thing class with semantic
