@@ -24,6 +24,7 @@ from unic_lift_ns.baselines.gaussian_clustering_losses import (
     spatial_neighbours,
     spatial_similarity_loss,
 )
+from unic_lift_ns.errors import InputError
 
 BIN = Path(sys.executable).parent
 
@@ -157,9 +158,9 @@ def test_semantic_guidance_without_semantic_masks_clusters_every_gaussian():
 
 
 def test_semantic_guidance_refuses_unknown_stuff_classes_before_training():
-    with pytest.raises(ValueError, match="--pipeline.model.stuff-classes \\[5\\]"):
+    with pytest.raises(InputError, match="--pipeline.model.stuff-classes \\[5\\]"):
         make_model(semantic_guided_clustering=True, stuff_classes=(5,))
-    with pytest.raises(ValueError, match="needs a thing class"):
+    with pytest.raises(InputError, match="needs a thing class"):
         make_model(semantic_guided_clustering=True, stuff_classes=(0, 1))
     assert make_model(stuff_classes=(5,)).thing_classes is None  # without guidance the classes are not used
 

@@ -15,6 +15,8 @@ import torch
 from sklearn.cluster import HDBSCAN
 from torch import Tensor
 
+from unic_lift_ns.errors import InputError
+
 ArrayLike = Union[np.ndarray, Tensor]
 
 
@@ -76,10 +78,10 @@ def guided_thing_classes(guided: bool, num_semantic_classes: int, stuff_classes:
         return None
     unknown = [c for c in stuff_classes if not 0 <= c < num_semantic_classes]
     if unknown:
-        raise ValueError(f"--pipeline.model.stuff-classes {unknown}: not among {num_semantic_classes} classes")
+        raise InputError(f"--pipeline.model.stuff-classes {unknown}: not among {num_semantic_classes} classes")
     things = [c for c in range(num_semantic_classes) if c not in stuff_classes]
     if not things:
-        raise ValueError("Semantic-guided clustering needs a thing class outside --pipeline.model.stuff-classes")
+        raise InputError("Semantic-guided clustering needs a thing class outside --pipeline.model.stuff-classes")
     return things
 
 
