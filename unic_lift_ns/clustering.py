@@ -8,7 +8,7 @@ benchmark can time them against UniC-Lift's direct Embedding-to-Label decoding o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -70,19 +70,21 @@ def assign_nearest(embeddings: Tensor, centroids: ArrayLike, chunk_size: int = 1
     return torch.cat(nearest).reshape(embeddings.shape[:-1])
 
 
-def guided_thing_classes(guided: bool, num_semantic_classes: int, stuff_classes: Sequence[int]) -> Optional[list[int]]:
-    """The semantic classes clustered separately under semantic guidance (those that are not stuff), or None without
-    guidance or semantic head; refuses a stuff class the head does not have, or no thing class (the flag
-    ``--pipeline.model.stuff-classes`` is named)."""
-    if not guided or num_semantic_classes <= 0:
+def guided_thing_classes(config: Any, head_trained: bool = True) -> Optional[list[int]]:
+    """The semantic classes a model ``config`` (with ``semantic_guided_clustering``, ``num_semantic_classes`` and
+    ``stuff_classes``) clusters separately: those that are not stuff. None without guidance, without semantic head,
+    or when the head never saw a semantic mask (``head_trained`` False: every class would be 0). Refuses a stuff
+    class the head does not have, or no thing class (the flag ``--pipeline.model.stuff-classes`` is named)."""
+    classes, stuff = config.num_semantic_classes, config.stuff_classes
+    if not config.semantic_guided_clustering or classes <= 0:
         return None
-    unknown = [c for c in stuff_classes if not 0 <= c < num_semantic_classes]
+    unknown = [c for c in stuff if not 0 <= c < classes]
     if unknown:
-        raise InputError(f"--pipeline.model.stuff-classes {unknown}: not among {num_semantic_classes} classes")
-    things = [c for c in range(num_semantic_classes) if c not in stuff_classes]
+        raise InputError(f"--pipeline.model.stuff-classes {unknown}: not among {classes} classes")
+    things = [c for c in range(classes) if c not in stuff]
     if not things:
         raise InputError("Semantic-guided clustering needs a thing class outside --pipeline.model.stuff-classes")
-    return things
+    return things if head_trained else None
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,7 @@ class ContrastiveLiftModel(SegmentationSplatModel):
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        cfg = self.config  # a bad --pipeline.model.stuff-classes fails here, before training
-        guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
+        guided_thing_classes(self.config)  # a bad --pipeline.model.stuff-classes fails here, before training
         # Per Gaussian like the fast embedding, so gsplat's strategy duplicates, splits and prunes it alongside;
         # never differentiated (rendered detached) and moved only by the EMA.
         self.gauss_params["slow_embeddings"] = Parameter(self.embeddings.detach().clone(), requires_grad=False)
@@ -88,11 +87,8 @@ class ContrastiveLiftModel(SegmentationSplatModel):
 
     @property
     def thing_classes(self) -> Optional[List[int]]:
-        """The classes clustered separately (semantic guidance), or None: all pixels in one group, also when the
-        semantic head never saw a semantic mask (its classes would all be 0)."""
-        cfg = self.config
-        things = guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
-        return things if self.semantic_head_trained() else None
+        """The classes clustered separately (semantic guidance), or None: all pixels in one group."""
+        return guided_thing_classes(self.config, self.semantic_head_trained())
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         """Load the Gaussians and forget centroids fitted to other weights."""

@@ -86,8 +86,7 @@ class GaussianClusteringModel(SegmentationSplatModel):
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        cfg = self.config  # a bad --pipeline.model.stuff-classes fails here, before training
-        guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
+        guided_thing_classes(self.config)  # a bad --pipeline.model.stuff-classes fails here, before training
         self.clustering_seconds = 0.0  # wall time of the latest (lazy) fit of the clustering, for the bench
         self._centroids: Optional[ClassCentroids] = None
         self._centroids_key: Optional[Tuple] = None
@@ -98,11 +97,8 @@ class GaussianClusteringModel(SegmentationSplatModel):
 
     @property
     def thing_classes(self) -> Optional[List[int]]:
-        """The classes clustered separately (semantic guidance), or None: all Gaussians in one group, also when the
-        semantic head never saw a semantic mask (its classes would all be 0)."""
-        cfg = self.config
-        things = guided_thing_classes(cfg.semantic_guided_clustering, cfg.num_semantic_classes, cfg.stuff_classes)
-        return things if self.semantic_head_trained() else None
+        """The classes clustered separately (semantic guidance), or None: all Gaussians in one group."""
+        return guided_thing_classes(self.config, self.semantic_head_trained())
 
     def centroids(self) -> ClassCentroids:
         """Unit-norm cluster centroids of the Gaussians' normalised features (per predicted thing class with semantic
