@@ -162,7 +162,7 @@ class ContrastiveLiftModel(SegmentationSplatModel):
         generator = torch.Generator().manual_seed(cfg.cluster_seed)
         views = torch.randperm(len(self.cluster_cameras), generator=generator)[: cfg.cluster_max_views].tolist()
         per_view = -(-cfg.cluster_num_samples // len(views))
-        embeddings, classes = [], []
+        embeddings, classes, guided = [], [], self.thing_classes is not None
         was_training, self._sampling = self.training, True
         self.eval()
         try:
@@ -171,7 +171,7 @@ class ContrastiveLiftModel(SegmentationSplatModel):
                 flat = outputs["embedding"].reshape(-1, cfg.embedding_dim)
                 pick = torch.randperm(flat.shape[0], generator=generator)[:per_view].to(flat.device)
                 embeddings.append(flat[pick])
-                if self.thing_classes is not None:
+                if guided:
                     classes.append(outputs["semantic_label"].reshape(-1)[pick].long())
         finally:
             self._sampling = False

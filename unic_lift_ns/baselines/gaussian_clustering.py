@@ -108,21 +108,22 @@ class GaussianClusteringModel(SegmentationSplatModel):
         A group in which HDBSCAN finds no cluster (all noise) becomes one instance, its mean feature.
         """
         cfg = self.config
-        settings = (cfg.cluster_max_samples, cfg.cluster_min_size, cfg.cluster_min_opacity, self.thing_classes)
-        key = (self.step, self.num_points, settings)
+        things = self.thing_classes
+        key = (self.step, self.num_points, cfg.cluster_max_samples, cfg.cluster_min_size, cfg.cluster_min_opacity,
+               things)  # fmt: skip
         if self._centroids is None or self._centroids_key != key:
             start = time.perf_counter()
             features = F.normalize(self.embeddings.detach(), dim=-1)
-            classes = self.semantic_logits.detach().argmax(dim=-1) if self.thing_classes is not None else None
+            classes = self.semantic_logits.detach().argmax(dim=-1) if things is not None else None
             opaque = torch.sigmoid(self.opacities.detach()).reshape(-1) >= cfg.cluster_min_opacity
-            candidates = opaque.nonzero().squeeze(-1) if bool(opaque.any()) else torch.arange(features.shape[0])
+            candidates = opaque.nonzero().squeeze(-1) if bool(opaque.any()) else torch.arange(opaque.numel())
             order = torch.randperm(candidates.numel(), generator=torch.Generator().manual_seed(0))
             subset = candidates[order[: cfg.cluster_max_samples].to(candidates.device)].to(features.device)
             fitted = fit_class_centroids(
                 features[subset],
                 None if classes is None else classes[subset],
                 cfg.stuff_classes,
-                self.thing_classes,
+                things,
                 cfg.cluster_min_size,
             )
             self._centroids = replace(fitted, centroids=F.normalize(fitted.centroids.to(features), dim=-1))
