@@ -2,17 +2,24 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test
 
-setup: $(STAMP)
+setup: $(TEST_STAMP)
 
+# what the package and `make demo` need: open3d's system library and the package itself
 $(STAMP): pyproject.toml constraints.txt
 	@ldconfig -p | grep -q libusb-1.0 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libusb-1.0-0; }
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e .
+	@touch $@
+
+# what the tests need on top: Chromium (the viewer's browser test) and the test, bench and masks extras
+$(TEST_STAMP): $(STAMP)
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	$(PY) -m pip install -q -c constraints.txt -e ".[test,bench,masks]"
 	@touch $@
 
@@ -28,5 +35,5 @@ demo: $(STAMP)
 	$(VENV)/bin/unic-lift-eval --load-config outputs/demo/unic-lift-cpu/$(DEMO_RUN)/config.yml \
 		--instance-decoding rendered-embedding gaussian-votes nearest-code
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
