@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -115,6 +116,7 @@ def user_mode_of_new_folders() -> int:
 
 def test_overwrite_replaces_a_generated_scene(tmp_path):
     out = generate_scene(tiny(tmp_path / "scene", seed=1, overwrite=False))
+    (out / "images" / "frame_00001.png").unlink()  # a file it wrote, gone: nothing of the user's is lost
     generate_scene(tiny(out, seed=2))
     assert json.loads((out / "scene.json").read_text())["config"]["seed"] == 2
     assert _files(out) == _files(generate_scene(tiny(tmp_path / "fresh", seed=2)))
@@ -126,18 +128,68 @@ def test_overwrite_refuses_a_scene_with_foreign_files(tmp_path):
     out = generate_scene(tiny(tmp_path / "scene", overwrite=False))
     (out / "notes.txt").write_bytes(b"my notes\x00")
     (out / "images" / "frame_00000.jpg").write_bytes(b"not ours")
+    linked = out / "images" / "frame_00001.png"  # a link in place of a file it wrote, even to the same bytes
+    linked.rename(tmp_path / "frame_00001.png")
+    linked.symlink_to(tmp_path / "frame_00001.png")
     before = _files(out)
-    with pytest.raises(ValueError, match=r"^--output: .* did not write \(images/frame_00000\.jpg, notes\.txt\)"):
+    foreign = r"images/frame_00000\.jpg, images/frame_00001\.png, notes\.txt"
+    with pytest.raises(ValueError, match=rf"^--output: .* did not write \({foreign}\)"):
+        generate_scene(tiny(out, seed=5))
+    assert _files(out) == before and linked.is_symlink()
+    assert (out / "notes.txt").read_bytes() == b"my notes\x00"
+
+
+def test_overwrite_refuses_a_scene_whose_files_were_edited(tmp_path):
+    out = generate_scene(tiny(tmp_path / "scene", overwrite=False))
+    edited = out / "images" / "frame_00001.png"
+    rgb = np.array(Image.open(edited))
+    rgb[0, 0] = 255 - rgb[0, 0]
+    Image.fromarray(rgb).save(edited)
+    before = _files(out)
+    with pytest.raises(ValueError, match=r"^--output: .* changed since unic-lift-synth wrote them \(images/frame_00001"):
         generate_scene(tiny(out, seed=5))
     assert _files(out) == before
-    assert (out / "notes.txt").read_bytes() == b"my notes\x00"
+
+
+def test_overwrite_refuses_user_photos_beside_a_copied_scene_json(tmp_path, monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    (photos / "images").mkdir(parents=True)
+    shutil.copy(generate_scene(tiny(tmp_path / "scene", overwrite=False)) / "scene.json", photos)
+    Image.new("RGB", (16, 16), "orange").save(photos / "images" / "frame_00000.png")  # named like a view
+    before = _files(photos)
+    capsys.readouterr()  # generate_scene's report
+    argv = ["unic-lift-synth", "--output", str(photos), "--overwrite", "--num-views", "2", "--resolution", "16"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        entrypoint()
+    assert stop.value.code == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"unic-lift-synth: --output: {photos} holds files changed since")
+    assert "(images/frame_00000.png)" in lines[0]
+    assert _files(photos) == before
+
+
+def test_overwrite_refuses_an_edited_or_old_scene_json(tmp_path):
+    out = generate_scene(tiny(tmp_path / "scene", overwrite=False))
+    scene = json.loads((out / "scene.json").read_text())
+    scene["config"]["seed"] = 3  # what the user wrote into scene.json would be lost
+    (out / "scene.json").write_text(json.dumps(scene, indent=2))
+    with pytest.raises(ValueError, match=r"is not a scene unic-lift-synth wrote \(no unchanged scene\.json"):
+        generate_scene(tiny(out))
+    del scene["files"], scene["sha256"]
+    scene["format_version"] = 1  # what unic-lift-synth wrote before it recorded its files
+    (out / "scene.json").write_text(json.dumps(scene, indent=2))
+    before = _files(out)
+    with pytest.raises(ValueError, match=r"scene\.json is from an older unic-lift-synth.*delete the folder by hand"):
+        generate_scene(tiny(out))
+    assert _files(out) == before
 
 
 def test_overwrite_refuses_what_is_not_a_generated_scene(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"holiday")
-    with pytest.raises(ValueError, match=r'^--output: .*photos is not a scene unic-lift-synth wrote \(no scene.json'):
+    with pytest.raises(ValueError, match=r"^--output: .*photos is not a scene unic-lift-synth wrote \(no unchanged"):
         generate_scene(tiny(folder))
     (folder / "scene.json").write_text(json.dumps({"generator": "someone-else", "format_version": 1}))
     with pytest.raises(ValueError, match="is not a scene unic-lift-synth wrote"):

@@ -10,23 +10,26 @@ Layout written (all PNGs are lossless; the same seed gives the same bytes)::
     transforms.json                 intrinsics, OpenGL camera-to-world, ply_file_path, train/val/test split
     split.json                      {"train": [...stems], "eval": [...stems]}: every `eval_interval`-th view held out
     sparse_pc.ply                   coloured points back-projected from the rendered depth
-    scene.json                      every generation parameter, the seed and the object list
+    scene.json                      every generation parameter, the seed, the object list, and the size and
+                                    sha256 of every other file (written last, with the sha256 of its own text)
 
-``--overwrite`` replaces only a folder that holds such a scene and nothing else (its scene.json names this generator).
+``--overwrite`` replaces only a folder that holds such a scene and nothing else: every file in it is one that
+scene.json lists, unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import re
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import List, Literal, Optional
+from pathlib import Path, PurePosixPath
+from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -39,15 +42,14 @@ from unic_lift_ns.synth.pointcloud import backproject, write_ply
 from unic_lift_ns.synth.scene_renderer import SceneRenderer
 from unic_lift_ns.synth.segmenter import PRESETS, simulate_segmenter
 
-FORMAT_VERSION = 1
-"""Version of the layout above, recorded in scene.json."""
+FORMAT_VERSION = 2
+"""Version of the layout above, recorded in scene.json (2: scene.json lists the files written)."""
 GENERATOR = "unic-lift-synth"
-"""What scene.json's "generator" says: the signature that lets --overwrite replace a folder."""
+"""What scene.json's "generator" says."""
 VIEW_DIRS = ("images", "instance_masks", "semantic_masks", "gt/instances", "gt/semantics")
 """Sub-folders holding one PNG per view."""
-TOP_FILES = ("transforms.json", "split.json", "sparse_pc.ply", "scene.json")
-"""Files at the top of a scene folder."""
-_VIEW_PNG = re.compile(r"frame_[0-9]{5,}\.png")
+RECORD = "scene.json"
+"""The file that records the scene's settings and the files written with it."""
 
 NoisePreset = Literal["clean", "realistic", "hard"]
 """Error presets of the simulated 2D segmenter (``segmenter.PRESETS``)."""
@@ -80,9 +82,9 @@ class SynthConfig:
     focal_25: float = 1.4
     """Focal length in units of the image width for 25 objects; it grows with sqrt(N/25)."""
     overwrite: bool = False
-    """Replace an existing --output folder, but only one that holds a scene written by unic-lift-synth (its
-    scene.json) and no other file; it is replaced only once the new scene is complete. The current folder, its
-    ancestors and the home folder are never replaced."""
+    """Replace an existing --output folder, but only one that holds nothing but files unic-lift-synth wrote there,
+    unchanged (its scene.json lists their sizes and sha256); it is replaced only once the new scene is complete.
+    The current folder, its ancestors and the home folder are never replaced."""
 
     def main(self) -> None:
         """Generate the scene (what `unic-lift-synth` runs)."""
@@ -122,50 +124,82 @@ def _protected(target: Path) -> Optional[str]:
     return None
 
 
-def _is_generated_scene(folder: Path) -> bool:
-    """Whether ``folder/scene.json`` carries the signature generate_scene writes."""
+def _digest(path: Path) -> Dict[str, object]:
+    """Size and sha256 of the file ``path``, as scene.json records them."""
+    data = path.read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _record_text(scene: dict) -> str:
+    """scene.json's text: ``scene`` plus the sha256 of its own text, so that an edit of scene.json shows too."""
+    digest = hashlib.sha256(json.dumps(scene, indent=2).encode()).hexdigest()
+    return json.dumps({**scene, "sha256": digest}, indent=2)
+
+
+def _read_record(folder: Path) -> Optional[dict]:
+    """The scene ``folder/scene.json`` records if generate_scene wrote that file (unchanged), else None; raises if
+    an older unic-lift-synth wrote it, as it recorded no files."""
     try:
-        scene = json.loads((folder / "scene.json").read_text())
+        text = (folder / RECORD).read_text()
+        scene = json.loads(text)
     except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON
-        return False
-    return isinstance(scene, dict) and scene.get("generator") == GENERATOR and type(scene.get("format_version")) is int
+        return None
+    if not isinstance(scene, dict) or scene.get("generator") != GENERATOR:
+        return None
+    if "files" not in scene:
+        raise ValueError(
+            f"--output: {folder / RECORD} is from an older {GENERATOR}, which did not record the files it wrote, so "
+            "--overwrite cannot tell them from yours: choose another --output, or delete the folder by hand"
+        )
+    scene.pop("sha256", None)
+    return scene if text == _record_text(scene) else None
 
 
-def _foreign_paths(folder: Path) -> List[str]:
-    """Sorted relative paths in ``folder`` that are not part of the layout above (a foreign folder is listed, not
-    its contents); links and special files are always foreign."""
-    known_dirs = {"gt", *VIEW_DIRS}
-    foreign = []
-    for root, dirs, files in os.walk(folder):
+def _differing_paths(folder: Path, files: Dict[str, dict]) -> Tuple[List[str], List[str]]:
+    """Sorted relative paths in ``folder`` that ``files`` (scene.json's record) does not list, and those it lists
+    with another size or sha256. Links and special files are never listed; a foreign folder is named, not entered."""
+    dirs = {p.as_posix() for name in files for p in PurePosixPath(name).parents} - {"."}
+    foreign, changed = [], []
+    for root, subdirs, names in os.walk(folder):
         base = Path(root).relative_to(folder)
-        known = [d for d in dirs if (base / d).as_posix() in known_dirs and not (Path(root) / d).is_symlink()]
-        foreign += [(base / name).as_posix() for name in dirs if name not in known]
-        dirs[:] = known  # os.walk descends only into these
-        for name in files:
+        known = []
+        for name in subdirs + names:
             path, relative = Path(root) / name, (base / name).as_posix()
-            expected = relative in TOP_FILES or (base.as_posix() in VIEW_DIRS and _VIEW_PNG.fullmatch(name))
-            if not expected or path.is_symlink() or not path.is_file():
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode) and relative in dirs:
+                known.append(name)
+            elif not stat.S_ISREG(info.st_mode) or (relative not in files and relative != RECORD):
                 foreign.append(relative)
-    return sorted(foreign)
+            elif relative != RECORD and (info.st_size != files[relative]["size"] or _digest(path) != files[relative]):
+                changed.append(relative)  # scene.json itself is checked by _read_record
+        subdirs[:] = [d for d in subdirs if d in known]  # os.walk descends only into these
+    return sorted(foreign), sorted(changed)
 
 
 def _check_replaceable(output: Path) -> None:
-    """Refuse to replace the existing ``output`` unless it is a folder holding a generated scene and nothing else."""
+    """Refuse to replace the existing ``output`` unless it is a folder holding only files generate_scene wrote
+    there, unchanged (as its scene.json records them)."""
     if output.is_symlink():
         raise ValueError(f"--output: {output} is a symbolic link; --overwrite replaces only a scene folder itself")
     if not output.is_dir():
         raise NotADirectoryError(
             f"--output: {output} exists and is not a folder; --overwrite replaces only a scene folder {GENERATOR} wrote"
         )
-    if not _is_generated_scene(output):
+    scene = _read_record(output)
+    if scene is None:
         raise ValueError(
-            f'--output: {output} is not a scene {GENERATOR} wrote (no scene.json with "generator": "{GENERATOR}"); '
-            "--overwrite replaces only such a folder"
+            f"--output: {output} is not a scene {GENERATOR} wrote (no unchanged scene.json with "
+            f'"generator": "{GENERATOR}"); --overwrite replaces only such a folder'
         )
-    foreign = _foreign_paths(output)
+    foreign, changed = _differing_paths(output, scene["files"])
     if foreign:
         raise ValueError(
             f"--output: {output} holds files {GENERATOR} did not write ({few(foreign)}); "
+            "--overwrite does not replace it: move them away or choose another --output"
+        )
+    if changed:
+        raise ValueError(
+            f"--output: {output} holds files changed since {GENERATOR} wrote them ({few(changed)}); "
             "--overwrite does not replace it: move them away or choose another --output"
         )
 
@@ -261,6 +295,9 @@ def generate_scene(cfg: SynthConfig) -> Path:
             "val_filenames": [f"images/{s}.png" for s in eval_stems],
             "test_filenames": [f"images/{s}.png" for s in eval_stems],
         }
+        (tmp / "transforms.json").write_text(json.dumps(transforms, indent=2))
+        (tmp / "split.json").write_text(json.dumps({"train": train_stems, "eval": eval_stems}, indent=2))
+        files = {p.relative_to(tmp).as_posix(): _digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         scene = {
             "generator": GENERATOR,
             "format_version": FORMAT_VERSION,
@@ -269,10 +306,9 @@ def generate_scene(cfg: SynthConfig) -> Path:
             "segmenter_noise": asdict(noise),
             "num_visible_objects": len(visible),
             "objects": [o.to_json() for o in objects],
+            "files": files,
         }
-        (tmp / "transforms.json").write_text(json.dumps(transforms, indent=2))
-        (tmp / "split.json").write_text(json.dumps({"train": train_stems, "eval": eval_stems}, indent=2))
-        (tmp / "scene.json").write_text(json.dumps(scene, indent=2))
+        (tmp / RECORD).write_text(_record_text(scene))
 
         if output.exists():
             _check_replaceable(output)  # again: files may have been added while rendering
