@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +127,40 @@ def test_class_agnostic_prediction_with_output_json(scene: Path, tmp_path: Path)
     # GT background is instance 0, i.e. void in the prediction: only the four objects are scored.
     assert output["results"][PREDICTION]["pq_scene"] == pytest.approx(1.0)
     assert output["results"][PREDICTION]["miou"] is None
+
+
+def test_output_json_refuses_a_file_it_did_not_write_before_scoring(scene: Path) -> None:
+    transforms = scene / "transforms.json"
+    transforms.write_text(json.dumps({"camera_model": "OPENCV", "frames": []}, indent=2))
+    before = transforms.read_bytes()
+    proc, stdout = unic_lift_eval("--scene", scene, "--output-json", transforms)
+    assert proc.returncode == 2 and proc.stdout.strip().count("\n") == 0, proc.stdout + proc.stderr
+    assert f"--output-json: {transforms} already exists and is not a results file unic-lift-eval wrote" in stdout
+    assert TRACKED not in stdout  # refused before scoring
+    assert transforms.read_bytes() == before and not (scene / "eval").exists()
+
+
+def test_output_json_replaces_only_its_own_results(scene: Path, tmp_path: Path) -> None:
+    out, victim = tmp_path / "scores.json", tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / ".scores.json.tmp").symlink_to(victim)  # where an earlier version wrote its temporary file
+    args = ["--scene", str(scene), "--output-json", str(out)]
+    tyro.cli(EvalConfig, args=args).main()
+    first = json.loads(out.read_text())
+    assert first["generator"] == "unic-lift-eval" and set(first["results"]) == {UNTRACKED, TRACKED}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+    out.write_text(json.dumps({**first, "results": {}}))  # its own earlier results: replaced
+    tyro.cli(EvalConfig, args=args).main()
+    assert json.loads(out.read_text()) == first and victim.read_text() == "keep me"
+    link = tmp_path / "link.json"
+    link.symlink_to(out)  # a link to its own results is still not its file
+    with pytest.raises(FileExistsError, match=f"^--output-json: {re.escape(str(link))} already exists"):
+        tyro.cli(EvalConfig, args=["--scene", str(scene), "--output-json", str(link)]).main()
+    assert link.is_symlink() and json.loads(out.read_text()) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".scores.json.tmp", "link.json", "scene", "scores.json",
+                                                          "victim.txt"]  # fmt: skip
 
 
 def test_main_rejects_nothing_to_score(scene: Path) -> None:
@@ -280,13 +316,18 @@ def test_outputs_are_checked_before_rendering(trained_run: Path, tmp_path: Path)
         EvalConfig(load_config=config, output_json=blocker / "eval.json").main()
     with pytest.raises(NotADirectoryError, match=f"--save-labels: {re.escape(str(blocker))} is a file"):
         EvalConfig(load_config=config, save_labels=blocker, output_json=tmp_path / "eval.json").main()
+    scene_file = tmp_path / "transforms.json"
+    scene_file.write_text('{"frames": []}')
+    with pytest.raises(FileExistsError, match=f"--output-json: {re.escape(str(scene_file))} already exists"):
+        EvalConfig(load_config=config, output_json=scene_file).main()
     theirs = tmp_path / "labels" / "instances" / "frame_00008.png"
     theirs.parent.mkdir(parents=True)
     theirs.write_text("not ours")
     with pytest.raises(FileExistsError, match=f"--save-labels: {re.escape(str(theirs))} already exists"):
         EvalConfig(load_config=config, save_labels=tmp_path / "labels", output_json=tmp_path / "eval.json").main()
     assert blocker.read_text() == "keep me" and theirs.read_text() == "not ours"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "labels"]
+    assert scene_file.read_text() == '{"frames": []}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "labels", "transforms.json"]
 
 
 def test_periodic_eval_scores_the_rendered_views_and_needs_no_gt(trained_run: Path, tmp_path: Path) -> None:

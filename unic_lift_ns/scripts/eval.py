@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -34,6 +36,8 @@ from unic_lift_ns.scripts.cli import run_cli
 
 PREDICTION = "prediction"
 """Name under which the scores of ``--pred`` are reported."""
+GENERATOR = "unic-lift-eval"
+"""The results JSON's "generator": --output-json replaces only a file that says so."""
 
 
 @dataclass
@@ -64,7 +68,7 @@ class EvalConfig:
     """Minimum IoU for the tracking baseline to link segments of consecutive views."""
     output_json: Optional[Path] = None
     """Where to write the results; default SCENE/eval/results.json, PRED_results.json next to --pred, or
-    eval_results.json next to --load-config."""
+    eval_results.json next to --load-config. An existing file is replaced only if unic-lift-eval wrote it."""
 
     def main(self) -> None:
         """Check flags and outputs, score, print a table and write the JSON."""
@@ -98,6 +102,7 @@ class EvalConfig:
             )
         CONSOLE.print(results_table(results, title=f"{scene} ({len(stems)} eval views)"))
         output = {
+            "generator": GENERATOR,
             "scene": str(scene),
             "load_config": None if self.load_config is None else str(self.load_config),
             "pred": None if self.pred is None else str(self.pred),
@@ -106,6 +111,7 @@ class EvalConfig:
             "eval_views": stems,
             "results": {name: result.to_dict() for name, result in results.items()},
         }
+        check_output_file(output_json, "--output-json")  # again: a file may have appeared while scoring
         write_json(output_json, output)
         CONSOLE.print(f"Saved results to: {output_json}")
 
@@ -203,18 +209,43 @@ def results_table(results: dict[str, EvalResult], title: str) -> Table:
 
 
 def check_output_file(path: Path, flag: str) -> None:
-    """Raise if the file ``path`` cannot be written: a folder in its place, a file above it, no permission."""
+    """Raise if the file ``path`` cannot be written: a folder in its place, a file above it, no permission, or a
+    file there that is not results unic-lift-eval wrote."""
     if path.is_dir():
         raise IsADirectoryError(f"{flag} must be a file path, got the folder {path}")
     check_writable_folder(path.parent, flag)
+    if os.path.lexists(path) and not _is_own_results(path):
+        raise FileExistsError(
+            f"{flag}: {path} already exists and is not a results file {GENERATOR} wrote; choose another {flag} "
+            f"or move the file away ({GENERATOR} replaces only its own results)"
+        )
+
+
+def _is_own_results(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not a link) holding JSON whose "generator" is unic-lift-eval."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return False
+        data = json.loads(path.read_text("utf8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON
+        return False
+    return isinstance(data, dict) and data.get("generator") == GENERATOR
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` through a temporary file, creating parent folders; nothing else is touched."""
+    """Write ``data`` to ``path`` through a new temporary file in its folder (created if needed) and a rename, with
+    the user's umask; nothing else is touched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", "utf8")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        with os.fdopen(fd, "w", encoding="utf8") as file:
+            os.fchmod(file.fileno(), 0o666 & ~umask)  # mkstemp makes it 0600
+            file.write(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def entrypoint() -> None:
