@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unic_lift_ns"
 
 LAYERS: List[List[str]] = [
     ["errors", "baselines.__init__", "data.__init__", "export.__init__"],
-    ["instance_codes", "collisions", "lazy_lpips", "checkpoints", "losses", "clustering", "rasterization",
+    ["instance_codes", "collisions", "lazy_lpips", "checkpoints", "flag_ranges", "safe_files", "losses", "clustering", "rasterization",
      "data.label_maps", "synth", "export.ply", "baselines.contrastive_lift_losses", "baselines.gaussian_clustering_losses"],
     ["data.dataset", "data.datamanager", "eval", "export.instances", "trainer", "masks"],
     ["model", "models"],

@@ -27,6 +27,8 @@ def allow_nerfstudio_checkpoints() -> None:
         add([np.core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))])
 
 
+MAX_DETAIL = 300
+"""Characters of the underlying error shown in a checkpoint error's one line."""
 CHECKPOINT_READ_ERRORS = (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
 """What reading a truncated, empty or foreign checkpoint (or one whose tensors do not fit the config) raises."""
 
@@ -37,4 +39,8 @@ def named_checkpoint_errors(flag: str, where: Path) -> Iterator[None]:
     try:
         yield
     except CHECKPOINT_READ_ERRORS as err:
-        raise InputError(f"{flag}: cannot load the checkpoint of {where} ({type(err).__name__}: {err})") from err
+        detail = " ".join(str(err).split())  # load_state_dict lists every mismatch on lines of its own
+        if len(detail) > MAX_DETAIL:
+            detail = detail[:MAX_DETAIL] + " ..."
+        hint = "; was it trained with other --pipeline.model flags (e.g. embedding-dim)?" if "state_dict" in detail else ""
+        raise InputError(f"{flag}: cannot load the checkpoint of {where} ({type(err).__name__}: {detail}){hint}") from err

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -27,6 +27,7 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
     slow_fast_contrastive_loss,
 )
 from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids, guided_thing_classes
+from unic_lift_ns.flag_ranges import ANY, AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 from unic_lift_ns.pipeline import UniCLiftPipeline, UniCLiftPipelineConfig
 
@@ -64,6 +65,14 @@ class ContrastiveLiftModelConfig(SegmentationSplatModelConfig):
     the thing clusters the labels after them."""
     cluster_seed: int = 0
     """Seed of the view and pixel draws of the clustering samples."""
+
+    flag_ranges: ClassVar[Dict[str, Range]] = {
+        "slow_fast_loss_weight": AT_LEAST_0, "concentration_loss_weight": AT_LEAST_0, "rbf_gamma": POSITIVE,
+        "slow_momentum": UNIT, "max_pixels": Range(2), "cluster_num_samples": AT_LEAST_1,
+        "cluster_max_views": AT_LEAST_1, "cluster_min_size": Range(2, why="HDBSCAN's smallest cluster size"),
+        "cluster_min_samples": AT_LEAST_1, "stuff_classes": AT_LEAST_0, "cluster_seed": ANY,
+    }  # fmt: skip
+    """Allowed values of Contrastive Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
 
 
 class ContrastiveLiftModel(SegmentationSplatModel):

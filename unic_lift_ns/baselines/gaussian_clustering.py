@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from unic_lift_ns.baselines.gaussian_clustering_losses import (
     spatial_similarity_loss,
 )
 from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids, guided_thing_classes
+from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 
 
@@ -77,6 +78,16 @@ class GaussianClusteringModelConfig(SegmentationSplatModelConfig):
     stuff_classes: Tuple[int, ...] = (0,)
     """Semantic classes that are stuff, with semantic guidance: stuff class k of this list gets label k and the
     thing clusters the labels after them."""
+
+    flag_ranges: ClassVar[Dict[str, Range]] = {
+        "contrastive_loss_weight": AT_LEAST_0, "contrastive_every": AT_LEAST_0, "contrastive_alpha": POSITIVE,
+        "min_temperature": POSITIVE, "spatial_every": AT_LEAST_0, "spatial_num_anchors": AT_LEAST_1,
+        "spatial_num_near": AT_LEAST_1, "spatial_num_far": AT_LEAST_1, "near_weight": AT_LEAST_0,
+        "far_weight": AT_LEAST_0, "spatial_refresh_every": AT_LEAST_1, "cluster_max_samples": AT_LEAST_1,
+        "cluster_min_size": Range(2, why="HDBSCAN's smallest cluster size"), "cluster_min_opacity": UNIT,
+        "stuff_classes": AT_LEAST_0,
+    }  # fmt: skip
+    """Allowed values of Gaussian clustering's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
 
 
 class GaussianClusteringModel(SegmentationSplatModel):

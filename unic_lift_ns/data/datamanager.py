@@ -7,12 +7,13 @@ intrinsics and crop (nearest-neighbour), caching and moving to the model's devic
 
 from __future__ import annotations
 
+import json
 import random
 from copy import deepcopy
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import cv2
 import numpy as np
@@ -26,6 +27,14 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from unic_lift_ns.data.dataset import MASK_IGNORE_VALUES, UniCLiftDataset
 from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES
 from unic_lift_ns.errors import InputError, few
+from unic_lift_ns.flag_ranges import ANY, AT_LEAST_0, AT_LEAST_1, POSITIVE, Range, check_flag_ranges
+
+
+DATA_READ_ERRORS = (
+    FileNotFoundError, json.JSONDecodeError, KeyError, IndexError, TypeError, UnicodeDecodeError, AssertionError
+)
+"""What nerfstudio's dataparsers raise on missing or malformed data: no transforms.json, truncated JSON, a missing
+key (``frames``, a frame's ``transform_matrix``), an assertion on its content ("fx not specified in frame")."""
 
 
 @dataclass
@@ -55,6 +64,16 @@ class UniCLiftDataManagerConfig(FullImageDatamanagerConfig):
     """Train on masks resampled to this fraction of the image size and back (nearest): the paper's low-resolution
     mask ablation (Fig. 8: 0.5, 0.25). Eval views keep theirs."""
 
+    flag_ranges: ClassVar[Dict[str, Range]] = {
+        # FullImageDatamanager's numeric fields (-1 = every eval image, repeated forever)
+        "camera_res_scale_factor": POSITIVE, "eval_num_images_to_sample_from": Range(-1),
+        "eval_num_times_to_repeat_images": Range(-1), "eval_image_indices": AT_LEAST_0,
+        "max_thread_workers": AT_LEAST_1, "train_cameras_sampling_seed": ANY, "fps_reset_every": AT_LEAST_1,
+        # the masks
+        "mask_fraction": Range(0, 1, open_low=True), "mask_seed": AT_LEAST_0, "mask_scale": Range(0, 1, open_low=True),
+    }  # fmt: skip
+    """Allowed values of the numeric fields (:mod:`unic_lift_ns.flag_ranges`), checked before any data loads."""
+
 
 class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
     """FullImageDatamanager whose batches also hold ``instance_mask`` and, where present, ``semantic_mask``
@@ -71,7 +90,16 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
         local_rank: int = 0,
         **kwargs,
     ):
-        super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        check_flag_ranges(config, "--pipeline.datamanager.")
+        data = config.data or config.dataparser.data
+        try:
+            super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
+        except DATA_READ_ERRORS as err:
+            hint = " (no --data given?)" if data == Path() else ""
+            raise InputError(
+                f"--data {data}{hint}: {type(config.dataparser).__name__.removesuffix('Config')} cannot read it "
+                f"({type(err).__name__}: {err})"
+            ) from err
         # The model's collision split (split_collisions) projects the Gaussians into the train views; the same object
         # that undistortion updates in place.
         self.train_dataset.metadata["train_cameras"] = self.train_dataset.cameras

@@ -15,7 +15,7 @@ import inspect
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -36,6 +36,7 @@ from torch.nn import Parameter
 
 from unic_lift_ns.data.label_maps import resize_label_map
 from unic_lift_ns.errors import InputError
+from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range, check_flag_ranges
 from unic_lift_ns.instance_codes import instance_overlay, label_palette
 from unic_lift_ns.losses import semantic_loss
 from unic_lift_ns.lazy_lpips import LazyLPIPS
@@ -67,6 +68,22 @@ class SegmentationSplatModelConfig(SplatfactoModelConfig):
     compute_lpips: bool = True
     """Report LPIPS in evaluation when its weights can be loaded (they are never downloaded during training)."""
 
+    flag_ranges: ClassVar[Dict[str, Range]] = {
+        # Splatfacto's numeric fields
+        "eval_num_rays_per_chunk": AT_LEAST_1, "warmup_length": AT_LEAST_0, "refine_every": AT_LEAST_1,
+        "resolution_schedule": AT_LEAST_1, "num_downscales": AT_LEAST_0, "cull_alpha_thresh": UNIT,
+        "cull_scale_thresh": POSITIVE, "reset_alpha_every": AT_LEAST_1, "densify_grad_thresh": POSITIVE,
+        "densify_size_thresh": AT_LEAST_0, "n_split_samples": AT_LEAST_1, "sh_degree_interval": AT_LEAST_1,
+        "cull_screen_size": AT_LEAST_0, "split_screen_size": AT_LEAST_0, "stop_screen_size_at": AT_LEAST_0,
+        "num_random": AT_LEAST_1, "random_scale": POSITIVE, "ssim_lambda": UNIT, "stop_split_at": AT_LEAST_0,
+        "sh_degree": Range(0, 4, why="gsplat's spherical harmonics go to degree 4"), "max_gauss_ratio": Range(1),
+        "grid_shape": AT_LEAST_1, "camera_optimizer.trans_l2_penalty": AT_LEAST_0,
+        "camera_optimizer.rot_l2_penalty": AT_LEAST_0,
+        # the segmentation channels
+        "embedding_dim": AT_LEAST_1, "num_semantic_classes": AT_LEAST_0, "semantic_loss_weight": AT_LEAST_0,
+    }  # fmt: skip
+    """Allowed values of the numeric fields (:mod:`unic_lift_ns.flag_ranges`), checked when the model is built."""
+
 
 class SegmentationSplatModel(SplatfactoModel):
     """Splatfacto with per-Gaussian embeddings and semantic logits, rendered detached, and label outputs."""
@@ -80,8 +97,7 @@ class SegmentationSplatModel(SplatfactoModel):
         builds LPIPS eagerly (which downloads AlexNet); everything else matches it.
         """
         cfg = self.config
-        if cfg.embedding_dim < 1:
-            raise InputError(f"--pipeline.model.embedding-dim must be at least 1, got {cfg.embedding_dim}")
+        check_flag_ranges(cfg, "--pipeline.model.")
         if self.seed_points is not None and not cfg.random_init:
             means = self.seed_points[0].float()
         else:

@@ -6,7 +6,7 @@ decoded to instance labels by Embedding-to-Label (sigmoid, threshold 0.5, bits r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -16,6 +16,7 @@ from torch.nn import Parameter
 from unic_lift_ns.clustering import assign_nearest
 from unic_lift_ns.collisions import CollisionReport, split_label_collisions
 from unic_lift_ns.errors import InputError
+from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, Range
 from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_labels
 from unic_lift_ns.losses import (
     boundary_triplets,
@@ -116,6 +117,19 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     """Components of fewer voting Gaussians keep their label in the collision split; a train view that shows this
     many (or half) of a component's centres sees it."""
 
+    flag_ranges: ClassVar[Dict[str, Range]] = {
+        "embedding_dim": Range(
+            1, MAX_EMBEDDING_DIM, why="labels have d bits and must stay exact in the viewer's float32 instance_label output"
+        ),
+        "cluster_loss_weight": AT_LEAST_0, "triplet_loss_weight": AT_LEAST_0, "neighbour_loss_weight": AT_LEAST_0,
+        "triplet_margin": AT_LEAST_0, "max_triplets": AT_LEAST_1, "triplet_start": AT_LEAST_0,
+        "code_push_weight": AT_LEAST_0, "neighbour_tau": POSITIVE, "neighbour_loss_start": AT_LEAST_0,
+        "neighbour_refresh_every": AT_LEAST_1, "neighbour_pairs_per_step": AT_LEAST_0, "max_neighbours": AT_LEAST_1,
+        "vote_confidence": Range(0, 0.5, open_high=True), "collision_radius": POSITIVE,
+        "collision_min_gaussians": AT_LEAST_1,
+    }  # fmt: skip
+    """Allowed values of UniC-Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
+
 
 class UniCLiftModel(SegmentationSplatModel):
     """The backbone with UniC-Lift's losses (Eq. 7), its linear layer W and Embedding-to-Label decoding."""
@@ -125,13 +139,6 @@ class UniCLiftModel(SegmentationSplatModel):
     def populate_modules(self) -> None:
         """The backbone's Gaussians, plus the linear layer W of the triplet branch (Eq. 5), initialised to I."""
         cfg = self.config
-        if not 1 <= cfg.embedding_dim <= MAX_EMBEDDING_DIM:
-            raise InputError(
-                f"--pipeline.model.embedding-dim must be in [1, {MAX_EMBEDDING_DIM}], got {cfg.embedding_dim}: labels "
-                f"have d bits and must stay exact in the viewer's float32 instance_label output"
-            )
-        if not 0.0 <= cfg.vote_confidence < 0.5:
-            raise InputError(f"--pipeline.model.vote-confidence must be in [0, 0.5), got {cfg.vote_confidence}")
         if cfg.split_collisions and "train_cameras" not in self.kwargs.get("metadata", {}):
             raise InputError(
                 "--pipeline.model.split-collisions needs the train cameras, which the unic-lift datamanager passes "
