@@ -19,7 +19,7 @@ import pytest
 from plyfile import PlyData
 from scipy.spatial.transform import Rotation
 
-from unic_lift_ns.export.instances import export_instance, model_splats, move_instance
+from unic_lift_ns.export.instances import export_instance, export_instances, model_splats, move_instance
 from unic_lift_ns.export.ply import INSTANCE_PROPERTY, Splats, write_ply
 from unic_lift_ns.models.unic_lift import UniCLiftModel
 from unic_lift_ns.scripts import cli
@@ -142,9 +142,15 @@ def test_overwrite_keeps_foreign_files_and_removes_stale_instances(monkeypatch, 
     out = tmp_path / "some"
     (out / "pointclouds").mkdir(parents=True)
     foreign = {"notes.txt": b"keep me", "instance_07.ply": b"not a name we write", "pointclouds/notes.txt": b"mine"}
-    stale = {"instance_999999.ply": b"earlier export", "pointclouds/instance_999999.ply": b"earlier export",
-             "instances.json": b"{}"}  # fmt: skip
-    for name, data in {**foreign, **stale}.items():
+    for name, data in foreign.items():
+        (out / name).write_bytes(data)
+    earlier = tmp_path / "earlier"  # files of an earlier export, recognised by their content
+    export_instances(*model_splats(model, model.gaussian_labels()), [first], earlier, progress=False)
+    stale = {"instance_999999.ply": (earlier / f"instance_{first}.ply").read_bytes(),
+             "pointclouds/instance_999999.ply": (earlier / "pointclouds" / f"instance_{first}.ply").read_bytes(),
+             "instances.json": (earlier / "instances.json").read_bytes()}  # fmt: skip
+    shutil.rmtree(earlier)
+    for name, data in stale.items():
         (out / name).write_bytes(data)
     args = ["instances", "--load-config", config, "--output-dir", out, "--instances", third, first, second]
     assert run_cli(monkeypatch, *args, "--min-gaussians", threshold) == 2
@@ -169,6 +175,50 @@ def test_overwrite_keeps_foreign_files_and_removes_stale_instances(monkeypatch, 
     np.testing.assert_array_equal(combined[INSTANCE_PROPERTY], labels[selected])
     assert_matches_checkpoint(combined, model, selected)
     assert [p.name for p in tmp_path.iterdir()] == ["some"]  # no staging folder left behind
+
+
+def test_overwrite_refuses_files_it_did_not_write(monkeypatch, capsys, tmp_path, config, labels) -> None:
+    label = largest_labels(labels, 1)[0]
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    args = ["instances", "--load-config", config, "--output-dir", out, "--instances", label, "--overwrite"]
+    assert run_cli(monkeypatch, *args) == 0
+    capsys.readouterr()
+    ours = files(out)
+    outside.mkdir()
+    (outside / "instances.json").write_bytes(ours["instances.json"])  # a link is refused whatever it points to
+    planted = {
+        "instance_3.ply": lambda path: path.write_bytes(b"ply\nformat ascii 1.0\ncomment a scan of the user's\n"),
+        "instances.json": lambda path: path.symlink_to(outside / "instances.json"),
+        f"pointclouds/instance_{label}.ply": lambda path: path.mkdir(),
+    }
+    for name, plant in planted.items():
+        (out / name).unlink(missing_ok=True)  # an earlier export's file
+        plant(out / name)
+        before = files(out)
+        assert run_cli(monkeypatch, *args) == 2, name
+        message = capsys.readouterr().out
+        assert message == (
+            f"unic-lift-export: --output-dir: {out / name} exists and is not a file unic-lift-ns wrote (a link, a "
+            "folder or another program's file); move it away\n"
+        )
+        assert files(out) == before and files(outside) == {"instances.json": ours["instances.json"]}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "outside"]  # nothing staged
+        if (out / name).is_dir():
+            (out / name).rmdir()
+        else:
+            (out / name).unlink()
+
+    earlier = (out / f"instance_{label}.ply").stat().st_ino  # the first export's other files are still its own
+    assert run_cli(monkeypatch, *args) == 0
+    assert files(out) == ours and (out / f"instance_{label}.ply").stat().st_ino != earlier
+
+    edits = tmp_path / "edits"
+    edits.mkdir()
+    (edits / "edited.ply").write_bytes(b"the user's own edit")
+    assert run_cli(monkeypatch, "edit", "--load-config", config, "--output-dir", edits, "--remove", label,
+                   "--overwrite") == 2  # fmt: skip
+    assert f"--output-dir: {edits / 'edited.ply'} exists and is not a file unic-lift-ns wrote" in printed(capsys)
+    assert files(edits) == {"edited.ply": b"the user's own edit"}
 
 
 def test_default_min_gaussians_leaves_out_specks(monkeypatch, capsys, tmp_path, config, labels) -> None:

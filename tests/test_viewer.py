@@ -3,16 +3,22 @@ and the export, confined to the run directory."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import List, Literal
+from typing import Any, Callable, Dict, Iterator, List, Literal
 
+import msgspec
 import pytest
 import torch
+import viser
 from nerfstudio.viewer.utils import parse_object
 from nerfstudio.viewer.viewer_elements import ViewerClick, ViewerControl, ViewerElement
 from test_model import make_camera, make_model
+from test_viewer_browser import free_port, wait_for
+from websockets.sync.client import ClientConnection, connect
 
 from conftest import setup_model
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -190,9 +196,8 @@ def test_export_refusals_write_nothing(monkeypatch, tmp_path: Path):
     gui = InstanceViewer(model)
     attach_run(gui, tmp_path / "run")
     gui.select(5)
-    (tmp_path / "run" / "exports" / "instance_5.ply").symlink_to(tmp_path / "outside" / "target.ply")
     before = tree(tmp_path)
-    for text in [*texts, "exports"]:  # the last one: its instance_5.ply is a symlink to outside
+    for text in texts:
         gui.write_folder.value = text
         assert gui.export_selected() is None
         assert gui.written.value.startswith("refused: "), (text, gui.written.value)
@@ -236,6 +241,99 @@ def test_export_into_the_run_directory_and_errors_in_the_gui(tmp_path: Path):
     gui.select(4)  # no Gaussian carries label 4
     assert gui.export_selected() is None and gui.written.value.startswith("not exported")
     assert not (run / "exports" / "instance_4.ply").exists()
+
+
+class GuiClient:
+    """A websocket client of a viser server, as the viewer's web page is: it reads the GUI the server sends and
+    clicks its buttons."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.ids: Dict[str, str] = {}
+        """GUI label -> element id."""
+        self.values: Dict[str, Any] = {}
+        """Element id -> its latest value."""
+        camera = dict(wxyz=(1.0, 0.0, 0.0, 0.0), position=(0.0, 0.0, -3.0), fov=1.0, aspect=1.0,
+                      look_at=(0.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))  # fmt: skip
+        self.send("ViewerCameraMessage", **camera)  # viser counts a client as connected from its first camera
+
+    def send(self, kind: str, **fields: Any) -> None:
+        """Send one viser message of type ``kind``."""
+        self.socket.send(msgspec.msgpack.encode({"type": kind, **fields}))
+
+    def wait(self, label: str, check: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+        """The value of the GUI element ``label`` once ``check`` accepts it (TimeoutError after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while label not in self.ids or not check(self.values[self.ids[label]]):
+            for message in msgspec.msgpack.decode(self.socket.recv(timeout=max(deadline - time.monotonic(), 0))):
+                if message["type"].startswith("GuiAdd"):
+                    self.ids[message["label"]] = message["id"]
+                    self.values[message["id"]] = message["value"]
+                elif message["type"] == "GuiUpdateMessage" and "value" in message["updates"]:
+                    self.values[message["id"]] = message["updates"]["value"]
+        return self.values[self.ids[label]]
+
+    def click(self, label: str) -> None:
+        """Press the button ``label``, as the page does."""
+        self.wait(label, lambda _: True)
+        self.send("GuiUpdateMessage", id=self.ids[label], updates={"value": True})
+
+
+@contextlib.contextmanager
+def served(gui: InstanceViewer, run_dir: Path) -> Iterator[GuiClient]:
+    """``gui`` on a real viser server, installed and set up as nerfstudio's Viewer does for a viewer started on
+    ``run_dir``, and a websocket client of it."""
+    server = viser.ViserServer(host="127.0.0.1", port=free_port(), verbose=False)
+    try:
+        for _, element in parse_object(gui, ViewerElement, "Custom Elements"):
+            element.install(server)
+        viewer = SimpleNamespace(viser_server=server, log_filename=run_dir / "viewer_log_filename.txt")
+        gui.viewer_control._setup(viewer)  # type: ignore[arg-type]
+        with connect(f"ws://127.0.0.1:{server.get_port()}", max_size=None) as socket:
+            client = GuiClient(socket)
+            wait_for(server.get_clients, 30, "viser to register the client", every=0.05)
+            yield client
+    finally:
+        server.stop()
+
+
+def test_export_over_the_websocket_writes_through_no_link(tmp_path: Path):
+    """Links planted in exports/ under the file's name and its former temporary name, pointing out of the run
+    directory: *Export selected* refuses the first and ignores the second; nothing outside changes."""
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    (run / "exports").mkdir(parents=True)
+    outside.mkdir()
+    target = outside / "precious.ply"
+    target.write_bytes(b"the user's file")
+    final, temporary = run / "exports" / "instance_5.ply", run / "exports" / ".instance_5.ply.tmp"
+    final.symlink_to(target)
+    temporary.symlink_to(target)
+    model = trained_like_model()  # the GUI holds its model weakly
+    gui = InstanceViewer(model)
+    gui.select(5)
+    with served(gui, run) as client:
+        assert client.wait("Export folder", bool) == "exports"
+        client.click("Export selected")
+        refusal = client.wait("Exported to", bool)
+        assert refusal == (
+            f"not exported: {run.resolve() / 'exports' / final.name} exists and is not a file unic-lift-ns wrote "
+            "(a link, a folder or another program's file); move it away"
+        )
+        assert final.is_symlink() and temporary.is_symlink() and target.read_bytes() == b"the user's file"
+        assert sorted(p.name for p in (run / "exports").iterdir()) == [".instance_5.ply.tmp", "instance_5.ply"]
+
+        final.unlink()  # the user moves the link away; the planted temporary name stays
+        client.click("Export selected")
+        written = client.wait("Exported to", lambda value: value not in ("", refusal))
+        assert written == str(run.resolve() / "exports" / final.name) and not final.is_symlink()
+        assert final.read_bytes().startswith(b"ply\nformat binary_little_endian 1.0\ncomment Generated by unic-lift-ns")
+        assert temporary.is_symlink() and target.read_bytes() == b"the user's file"
+        assert sorted(p.name for p in outside.iterdir()) == ["precious.ply"]
+
+        first = final.stat().st_ino
+        client.click("Export selected")  # again: it replaces its own file
+        wait_for(lambda: final.stat().st_ino != first, 30, "the file to be replaced", every=0.05)
+        assert client.wait("Exported to", bool) == written and not final.is_symlink()
 
 
 def votes_scene():

@@ -212,26 +212,26 @@ class InstanceViewer(nn.Module):
 
     def export_selected(self) -> Optional[Path]:
         """Write the selected instance's Gaussians with ``unic_lift_ns.export.instances.export_instance`` into the
-        "Export folder", confined to the run directory; refusals and errors are shown in "Exported to"."""
+        "Export folder", confined to the run directory; a link or another program's file under the file's name is
+        refused (nothing is written through links). Refusals and errors are shown in "Exported to"."""
         self.written.value = ""
         if self.selected is None:
             self.written.value = "nothing selected: pick an instance first"
             return None
-        from unic_lift_ns.export.instances import export_instance, instance_filename, model_splats
+        from unic_lift_ns.export.instances import export_instance, model_splats
 
-        run_dir, text = self.run_dir(), self.write_folder.value
+        run_dir = self.run_dir()
         try:
             if run_dir is None:
                 raise ValueError("no run directory: export from a viewer started on a run")
-            folder = confined_folder(run_dir, text)
-            confined_folder(run_dir, str(Path(text, instance_filename(self.selected))))  # the file may be a symlink
+            folder = confined_folder(run_dir, self.write_folder.value)
         except ValueError as error:
             self.written.value = f"refused: {error}"
             return None
         try:
             model = self._owner()
             path = export_instance(*model_splats(model, model.gaussian_labels()), self.selected, folder)
-        except (ValueError, OSError) as error:  # no Gaussian carries the label; folder is a file, permissions, ...
+        except (ValueError, OSError) as error:  # no such label; folder is a file; a link or foreign file, ...
             self.written.value = f"not exported: {error}"
             return None
         self.written.value = str(path)

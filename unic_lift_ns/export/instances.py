@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-import open3d as o3d
 import torch
 from nerfstudio.models.splatfacto import SplatfactoModel
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from unic_lift_ns.export.ply import Splats, write_ply
 from unic_lift_ns.instance_codes import label_palette
+from unic_lift_ns.safe_files import write_file
 
 POINTCLOUD_DIR = "pointclouds"
 """Sub-folder of the coloured point clouds, one per instance."""
@@ -30,6 +30,10 @@ COMBINED_PLY = "instances.ply"
 """Name of the PLY holding every exported Gaussian with its ``instance`` property."""
 INSTANCES_JSON = "instances.json"
 """Name of the per-instance records."""
+GENERATOR = "unic-lift-export"
+"""Value of the first field of instances.json, ``generator``: what marks the file as one this package wrote."""
+JSON_SIGNATURE = f'{{\n  "generator": "{GENERATOR}",'.encode("ascii")
+"""How instances.json starts (``json.dumps(..., indent=2)`` of a dict whose first field is ``generator``)."""
 
 
 def instance_filename(label: int) -> str:
@@ -87,11 +91,13 @@ class InstanceRecord:
                    as_tuple(means.mean(0, dtype=np.float64)))  # fmt: skip
 
 
-def point_cloud(means: np.ndarray, label: int) -> o3d.geometry.PointCloud:
-    """Open3D point cloud of an instance's Gaussian centres, coloured with the label's palette colour."""
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(means.astype(np.float64)))
-    colour = np.asarray(label_colour(label), dtype=np.float64) / 255
-    cloud.colors = o3d.utility.Vector3dVector(np.broadcast_to(colour, means.shape).copy())
+def point_cloud(means: np.ndarray, label: int) -> np.ndarray:
+    """[M] PLY vertices (``x y z`` float, ``red green blue`` uchar) of an instance's Gaussian centres ``means``,
+    coloured with the label's palette colour: a coloured point cloud for Open3D, MeshLab or CloudCompare."""
+    dtype = [(name, "<f4") for name in ("x", "y", "z")] + [(name, "u1") for name in ("red", "green", "blue")]
+    cloud = np.empty(means.shape[0], dtype=dtype)
+    cloud["x"], cloud["y"], cloud["z"] = means.T
+    cloud["red"], cloud["green"], cloud["blue"] = label_colour(label)
     return cloud
 
 
@@ -100,6 +106,7 @@ def export_instance(splats: Splats, labels: np.ndarray, label: int, output_dir: 
 
     Raises:
         ValueError: no Gaussian has ``label``.
+        FileExistsError: the file is a link, a folder or a file this package did not write.
     """
     mask = labels == label
     if not mask.any():
@@ -126,20 +133,20 @@ def export_instances(
         index = groups[label]
         write_ply(output_dir / instance_filename(label), vertices[index])
         means = splats.means[index]
-        cloud_path = output_dir / POINTCLOUD_DIR / instance_filename(label)
-        if not o3d.io.write_point_cloud(str(cloud_path), point_cloud(means, label)):
-            raise OSError(f"Open3D could not write {cloud_path}")
+        write_ply(output_dir / POINTCLOUD_DIR / instance_filename(label), point_cloud(means, label))
         records.append(InstanceRecord.from_means(label, means))
     selected = np.sort(np.concatenate([groups[label] for label in chosen]))
     if selected.size < len(splats):
         splats, labels = splats.subset(selected), labels[selected]
     write_ply(output_dir / COMBINED_PLY, splats.vertices(instance=labels))
     summary = {
+        "generator": GENERATOR,
         "num_gaussians": len(splats),
         "num_instances": len(records),
         "instances": [asdict(record) for record in records],
     }
-    (output_dir / INSTANCES_JSON).write_text(json.dumps(summary, indent=2) + "\n", "utf8")
+    text = json.dumps(summary, indent=2) + "\n"
+    write_file(output_dir / INSTANCES_JSON, lambda file: file.write(text.encode("utf8")), JSON_SIGNATURE)
     return records
 
 
