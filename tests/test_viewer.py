@@ -1,5 +1,5 @@
 """Viewer instance tools: label under a click, isolate/hide masks, overlay, the one-shot pick, the decoding dropdown
-and the export, confined to the run directory."""
+and the export, confined to the run directory and written through no link (driven over viser's real websocket)."""
 
 from __future__ import annotations
 
