@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import make_scene
 from unic_lift_ns.data.label_maps import read_label_map, write_label_map
 from unic_lift_ns.unic_lift_methods import unic_lift_trainer_config
-from unic_lift_ns.trainer import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from unic_lift_ns.trainer import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 BIN = Path(sys.executable).parent
 RESUMED_STEPS = 30
@@ -77,6 +77,59 @@ def test_ctrl_c_saves_the_last_completed_step_and_exits_non_zero(interrupted_run
     assert 0 < step < 100000
     assert torch.load(saved[step], map_location="cpu")["step"] == step
     assert f"Interrupted: saved step {step}" in " ".join(interrupted_run["log"].split())
+
+
+@pytest.fixture(scope="module")
+def terminated_run(tiny_scene: Path, tmp_path_factory) -> dict:
+    """`ns-train unic-lift-cpu` on the tiny scene, sent SIGTERM (what `timeout`, `docker stop` and SLURM send) two
+    seconds into training."""
+    output_dir = tmp_path_factory.mktemp("terminated")
+    log = output_dir / "log.txt"
+    cmd = [*readme_cpu_recipe(100000), *run_flags(tiny_scene, output_dir, "t")]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while "Training from step 0" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(timeout=120)
+    return {"returncode": returncode, "log": log.read_text(), "run_dir": output_dir / "t" / CPU_METHOD / "run",
+            "output_dir": output_dir}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_last_completed_step_like_ctrl_c(terminated_run: dict) -> None:
+    assert terminated_run["returncode"] == EXIT_TERMINATED, terminated_run["log"][-3000:]
+    saved = checkpoints(terminated_run["run_dir"])
+    assert len(saved) == 1, saved
+    step = next(iter(saved))
+    assert torch.load(saved[step], map_location="cpu")["step"] == step
+    assert f"Interrupted: saved step {step}" in " ".join(terminated_run["log"].split())
+
+
+@pytest.mark.slow
+def test_a_run_folder_with_checkpoints_loses_nothing(terminated_run: dict, tiny_scene: Path) -> None:
+    """A second `ns-train` into the same run folder is refused before config.yml is replaced; resuming in place
+    with --load-dir keeps the checkpoint it resumed and a user's own .ckpt, and removes only its own older saves."""
+    run_dir, output_dir = terminated_run["run_dir"], terminated_run["output_dir"]
+    (step, loaded), = checkpoints(run_dir).items()
+    mine = run_dir / "nerfstudio_models" / "mine.ckpt"
+    shutil.copy(loaded, mine)
+    before = {path: path.read_bytes() for path in (run_dir / "config.yml", loaded, mine)}
+
+    again = [*readme_cpu_recipe(4), *run_flags(tiny_scene, output_dir, "t")]
+    proc = subprocess.run(again, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(f"ns-train {CPU_METHOD}: ")]
+    assert len(lines) == 1 and "already holds checkpoints" in lines[0] and "--load-dir" in lines[0], proc.stdout
+    assert all(path.read_bytes() == data for path, data in before.items())
+
+    resume = [*again, "--load-dir", str(run_dir / "nerfstudio_models"), "--steps-per-save", "2"]
+    proc = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(checkpoints(run_dir)) == [step, step + 4]  # step + 2 was saved, then replaced by step + 4
+    assert mine.read_bytes() == before[mine] and loaded.read_bytes() == before[loaded]
 
 
 @pytest.mark.slow
@@ -246,6 +299,61 @@ def test_empty_checkpoint_is_named(scene: Path, tmp_path: Path, capsys) -> None:
     empty.touch()
     line = setup_fails(scene, tmp_path, capsys, load_checkpoint=empty)
     assert f"--load-checkpoint: checkpoint {empty} is empty (0 bytes" in line
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("truncated", "JSONDecodeError"),
+        ("no fl_x", "fx not specified in frame"),
+        ("no frames", "KeyError: 'frames'"),
+        ("no transform_matrix", "KeyError: 'transform_matrix'"),
+        ("no transforms.json", "No such file or directory"),
+    ],
+)
+def test_malformed_transforms_json_is_one_line_naming_data(
+    damage: str, expected: str, scene: Path, tmp_path: Path, capsys
+) -> None:
+    path = scene / "transforms.json"
+    transforms = json.loads(path.read_text())
+    if damage == "truncated":
+        truncate(path)
+    elif damage == "no transforms.json":
+        path.unlink()
+    else:
+        if damage == "no fl_x":
+            transforms.pop("fl_x", None)
+            for frame in transforms["frames"]:
+                frame.pop("fl_x", None)
+        elif damage == "no frames":
+            del transforms["frames"]
+        else:
+            del transforms["frames"][2]["transform_matrix"]
+        path.write_text(json.dumps(transforms))
+    line = setup_fails(scene, tmp_path, capsys)
+    assert f"--data {scene}: NerfstudioDataParser cannot read it" in line and expected in line
+
+
+def test_output_dir_that_is_a_file_is_one_line(scene: Path, tmp_path: Path, capsys) -> None:
+    config = trainer_config(scene, tmp_path)
+    config.output_dir = tmp_path / "a_file"
+    config.output_dir.write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        config.save_config()
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    assert "ns-train unic-lift: --output-dir: cannot write the run folder" in capsys.readouterr().out
+    assert config.output_dir.read_text() == "mine"
+
+
+def test_resuming_with_another_embedding_dim_is_one_line(scene: Path, tmp_path: Path, capsys) -> None:
+    config = trainer_config(scene, tmp_path)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.save_checkpoint(0)
+    line = setup_fails(scene, tmp_path, capsys, load_checkpoint=trainer.checkpoint_dir / "step-000000000.ckpt",
+                       embedding_dim=8)  # fmt: skip
+    assert "--load-checkpoint: cannot load the checkpoint of" in line
+    assert "size mismatch for gauss_params.embeddings" in line and "embedding-dim" in line
 
 
 def test_ns_train_reports_bad_input_in_one_line_with_exit_code_2(scene: Path, tmp_path: Path) -> None:
