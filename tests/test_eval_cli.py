@@ -151,7 +151,7 @@ def test_output_json_replaces_only_its_own_results(scene: Path, tmp_path: Path) 
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
-    out.write_text(json.dumps({**first, "results": {}}))  # its own earlier results: replaced
+    out.write_text(json.dumps({**first, "results": {}}, indent=2))  # its own earlier results: replaced
     tyro.cli(EvalConfig, args=args).main()
     assert json.loads(out.read_text()) == first and victim.read_text() == "keep me"
     link = tmp_path / "link.json"

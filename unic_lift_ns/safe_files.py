@@ -9,11 +9,12 @@ this package wrote earlier). A link, a folder or another program's file under th
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import stat
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Dict, Union
 
 PathLike = Union[str, Path]
 
@@ -60,6 +61,11 @@ def move_into_place(source: PathLike, path: PathLike, signature: bytes) -> None:
         os.link(source, path, follow_symlinks=False)
     except FileExistsError:  # taken since is_ours looked
         raise _taken(path) from None
+    except OSError:  # a file system without hard links (FAT, some network mounts): rename to the name still free
+        if os.path.lexists(path):
+            raise _taken(path) from None
+        os.rename(source, path)
+        return
     os.unlink(source)
 
 
@@ -81,3 +87,15 @@ def write_file(path: PathLike, write: Callable[[BinaryIO], None], signature: byt
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def json_signature(generator: str) -> bytes:
+    """How a JSON file that :func:`write_json` wrote for ``generator`` starts."""
+    return f'{{\n  "generator": "{generator}",'.encode("utf8")
+
+
+def write_json(path: PathLike, data: Dict[str, Any], generator: str) -> Path:
+    """Write ``{"generator": generator, **data}`` as indented JSON with :func:`write_file`: over nothing or over a
+    JSON file of the same ``generator``."""
+    text = json.dumps({"generator": generator, **data}, indent=2) + "\n"
+    return write_file(path, lambda file: file.write(text.encode("utf8")), json_signature(generator))

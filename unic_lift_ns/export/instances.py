@@ -7,7 +7,6 @@ exporting all of them costs O(N log N), not O(N x instances).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from unic_lift_ns.export.ply import Splats, write_ply
 from unic_lift_ns.instance_codes import label_palette
-from unic_lift_ns.safe_files import write_file
+from unic_lift_ns.safe_files import json_signature, write_json
 
 POINTCLOUD_DIR = "pointclouds"
 """Sub-folder of the coloured point clouds, one per instance."""
@@ -32,8 +31,8 @@ INSTANCES_JSON = "instances.json"
 """Name of the per-instance records."""
 GENERATOR = "unic-lift-export"
 """Value of the first field of instances.json, ``generator``: what marks the file as one this package wrote."""
-JSON_SIGNATURE = f'{{\n  "generator": "{GENERATOR}",'.encode("ascii")
-"""How instances.json starts (``json.dumps(..., indent=2)`` of a dict whose first field is ``generator``)."""
+JSON_SIGNATURE = json_signature(GENERATOR)
+"""How instances.json starts."""
 
 
 def instance_filename(label: int) -> str:
@@ -140,13 +139,11 @@ def export_instances(
         splats, labels = splats.subset(selected), labels[selected]
     write_ply(output_dir / COMBINED_PLY, splats.vertices(instance=labels))
     summary = {
-        "generator": GENERATOR,
         "num_gaussians": len(splats),
         "num_instances": len(records),
         "instances": [asdict(record) for record in records],
     }
-    text = json.dumps(summary, indent=2) + "\n"
-    write_file(output_dir / INSTANCES_JSON, lambda file: file.write(text.encode("utf8")), JSON_SIGNATURE)
+    write_json(output_dir / INSTANCES_JSON, summary, GENERATOR)
     return records
 
 

@@ -7,11 +7,8 @@ Example (scores only the scene's own 2D segmenter, untracked and tracked)::
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -32,6 +29,7 @@ from unic_lift_ns.eval.rendered_views import check_label_output, check_writable_
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
 from unic_lift_ns.models.unic_lift import InstanceDecoding
 from unic_lift_ns.runs import Run, load_run
+from unic_lift_ns.safe_files import is_ours, json_signature, write_json
 from unic_lift_ns.scripts.cli import run_cli
 
 PREDICTION = "prediction"
@@ -102,7 +100,6 @@ class EvalConfig:
             )
         CONSOLE.print(results_table(results, title=f"{scene} ({len(stems)} eval views)"))
         output = {
-            "generator": GENERATOR,
             "scene": str(scene),
             "load_config": None if self.load_config is None else str(self.load_config),
             "pred": None if self.pred is None else str(self.pred),
@@ -112,7 +109,8 @@ class EvalConfig:
             "results": {name: result.to_dict() for name, result in results.items()},
         }
         check_output_file(output_json, "--output-json")  # again: a file may have appeared while scoring
-        write_json(output_json, output)
+        output_json.parent.mkdir(parents=True, exist_ok=True)
+        write_json(output_json, output, GENERATOR)
         CONSOLE.print(f"Saved results to: {output_json}")
 
     def prepare_run(self) -> RunToScore:
@@ -214,38 +212,11 @@ def check_output_file(path: Path, flag: str) -> None:
     if path.is_dir():
         raise IsADirectoryError(f"{flag} must be a file path, got the folder {path}")
     check_writable_folder(path.parent, flag)
-    if os.path.lexists(path) and not _is_own_results(path):
+    if os.path.lexists(path) and not is_ours(path, json_signature(GENERATOR)):
         raise FileExistsError(
             f"{flag}: {path} already exists and is not a results file {GENERATOR} wrote; choose another {flag} "
             f"or move the file away ({GENERATOR} replaces only its own results)"
         )
-
-
-def _is_own_results(path: Path) -> bool:
-    """Whether ``path`` is a regular file (not a link) holding JSON whose "generator" is unic-lift-eval."""
-    try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return False
-        data = json.loads(path.read_text("utf8"))
-    except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON
-        return False
-    return isinstance(data, dict) and data.get("generator") == GENERATOR
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` through a new temporary file in its folder (created if needed) and a rename, with
-    the user's umask; nothing else is touched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        with os.fdopen(fd, "w", encoding="utf8") as file:
-            os.fchmod(file.fileno(), 0o666 & ~umask)  # mkstemp makes it 0600
-            file.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def entrypoint() -> None:
