@@ -50,22 +50,26 @@ def no_semantics_scene(tmp_path_factory) -> Path:
     return scene
 
 
-@pytest.fixture(scope="module")
-def interrupted_run(no_semantics_scene: Path, tmp_path_factory) -> dict:
-    """The README's CPU recipe (`ns-train unic-lift-cpu`), stopped by SIGINT a few seconds into training."""
-    output_dir = tmp_path_factory.mktemp("interrupted")
+def stopped_run(scene: Path, output_dir: Path, name: str, signum: int, seconds: float) -> dict:
+    """The README's CPU recipe (`ns-train unic-lift-cpu`) on ``scene``, sent ``signum`` ``seconds`` into training."""
     log = output_dir / "log.txt"
-    cmd = [*readme_cpu_recipe(100000), *run_flags(no_semantics_scene, output_dir, "a")]
+    cmd = [*readme_cpu_recipe(100000), *run_flags(scene, output_dir, name)]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while "Training from step 0" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(4.0)
-        proc.send_signal(signal.SIGINT)
+        time.sleep(seconds)
+        proc.send_signal(signum)
         returncode = proc.wait(timeout=120)
-    return {"returncode": returncode, "log": log.read_text(), "run_dir": output_dir / "a" / CPU_METHOD / "run",
+    return {"returncode": returncode, "log": log.read_text(), "run_dir": output_dir / name / CPU_METHOD / "run",
             "output_dir": output_dir}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(no_semantics_scene: Path, tmp_path_factory) -> dict:
+    """The README's CPU recipe, stopped by SIGINT a few seconds into training."""
+    return stopped_run(no_semantics_scene, tmp_path_factory.mktemp("interrupted"), "a", signal.SIGINT, 4.0)
 
 
 @pytest.mark.slow
@@ -81,21 +85,9 @@ def test_ctrl_c_saves_the_last_completed_step_and_exits_non_zero(interrupted_run
 
 @pytest.fixture(scope="module")
 def terminated_run(tiny_scene: Path, tmp_path_factory) -> dict:
-    """`ns-train unic-lift-cpu` on the tiny scene, sent SIGTERM (what `timeout`, `docker stop` and SLURM send) two
+    """The README's CPU recipe on the tiny scene, sent SIGTERM (what `timeout`, `docker stop` and SLURM send) two
     seconds into training."""
-    output_dir = tmp_path_factory.mktemp("terminated")
-    log = output_dir / "log.txt"
-    cmd = [*readme_cpu_recipe(100000), *run_flags(tiny_scene, output_dir, "t")]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while "Training from step 0" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(2.0)
-        proc.send_signal(signal.SIGTERM)
-        returncode = proc.wait(timeout=120)
-    return {"returncode": returncode, "log": log.read_text(), "run_dir": output_dir / "t" / CPU_METHOD / "run",
-            "output_dir": output_dir}  # fmt: skip
+    return stopped_run(tiny_scene, tmp_path_factory.mktemp("terminated"), "t", signal.SIGTERM, 2.0)
 
 
 @pytest.mark.slow
