@@ -68,17 +68,17 @@ def _numbers(value: Any) -> List[float]:
     return [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def numeric_fields(config: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+def numeric_fields(config: Any) -> Iterator[Tuple[str, Any]]:
     """(dotted path, value) of every field of ``config`` holding numbers, descending into nested config
     dataclasses that ``flag_ranges`` names (e.g. ``camera_optimizer``)."""
     ranges = ranges_of(config)
     for f in fields(config):
-        value, path = getattr(config, f.name), prefix + f.name
+        value = getattr(config, f.name)
         if is_dataclass(value) and not isinstance(value, type):
             if any(key.startswith(f"{f.name}.") for key in ranges):
                 yield from ((f"{f.name}.{sub}", v) for sub, v in numeric_fields(value))
         elif _numbers(value):
-            yield path, value
+            yield f.name, value
 
 
 def ranges_of(config: Any) -> Dict[str, Range]:

@@ -135,7 +135,7 @@ class UniCLiftTrainer(Trainer):
         self._last_completed_step = -1
         self._saved_checkpoints: List[Path] = []
         try:
-            self.config.check_flags()
+            check_flag_ranges(self.config, "--")  # the model and the datamanager check theirs when built
             super().setup(test_mode)
         except (InputError, FileNotFoundError, NotADirectoryError) as err:
             exit_bad_input(self.config.method_name, err)

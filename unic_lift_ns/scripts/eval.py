@@ -108,7 +108,6 @@ class EvalConfig:
             "eval_views": stems,
             "results": {name: result.to_dict() for name, result in results.items()},
         }
-        check_output_file(output_json, "--output-json")  # again: a file may have appeared while scoring
         output_json.parent.mkdir(parents=True, exist_ok=True)
         write_json(output_json, output, GENERATOR)
         CONSOLE.print(f"Saved results to: {output_json}")
