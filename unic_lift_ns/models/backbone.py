@@ -93,8 +93,10 @@ class SegmentationSplatModel(SplatfactoModel):
     def populate_modules(self) -> None:
         """Splatfacto's Gaussians, plus embeddings and semantic logits.
 
-        Re-done rather than inherited because Splatfacto's version calls ``.cuda()`` on the seed colours and
-        builds LPIPS eagerly (which downloads AlexNet); everything else matches it.
+        Mirrors nerfstudio 1.1.5 ``SplatfactoModel.populate_modules`` (nerfstudio/models/splatfacto.py, lines
+        241-332), re-done rather than inherited because it calls ``.cuda()`` on the seed colours and builds LPIPS
+        eagerly (which downloads AlexNet); everything else matches it, gsplat's ``DefaultStrategy`` arguments
+        included.
         """
         cfg = self.config
         check_flag_ranges(cfg, "--pipeline.model.")
@@ -234,17 +236,37 @@ class SegmentationSplatModel(SplatfactoModel):
         """RGB with gradients to the geometry; embeddings and semantic logits with detached geometry."""
         if not isinstance(camera, Cameras):
             raise TypeError(f"{type(self).__name__}.get_outputs expects a Cameras object")
+        keep = self.drawn_gaussians()
+        if keep is not None and not bool(keep.any()):
+            return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+        params = {name: (p[keep] if keep is not None else p) for name, p in self.gauss_params.items()}
+        outputs, rendered = self.render_segmentation(camera, params)
+        if not rendered:
+            return outputs
+        outputs["embedding"] = rendered["embedding"]
+        if self.training:  # the other feature maps are for the losses only: the viewer cannot colour them
+            outputs.update({name: value for name, value in rendered.items() if name != "embedding"})
+        else:  # decoded outputs are for the viewer and evaluation, not the training step
+            outputs.update(self.label_outputs(outputs["rgb"], rendered))  # type: ignore[arg-type]
+        return outputs
+
+    def render_rgb(
+        self, camera: Cameras, params: Dict[str, Tensor], features: Optional[Tensor] = None
+    ) -> Tuple[Dict[str, Union[Tensor, List]], Optional[Tensor]]:
+        """Splatfacto's outputs (rgb, depth, accumulation, background) of the Gaussians ``params``, and ``features``
+        [N, S] composited in the same rasterisation pass with detached geometry (Eq. 3) as a [H, W, S] map (None
+        without ``features``).
+
+        Mirrors nerfstudio 1.1.5 ``SplatfactoModel.get_outputs`` (nerfstudio/models/splatfacto.py, lines 543-649)
+        minus its crop (:meth:`drawn_gaussians`) and bilateral grid (refused in :meth:`populate_modules`): the
+        intrinsics go to the model's device instead of ``.cuda()``, :func:`~unic_lift_ns.rasterization.rasterize`
+        picks gsplat's kernels or the PyTorch rasteriser, and ``get_viewmat`` runs uncompiled.
+        """
         if self.training:
             assert camera.shape[0] == 1, "Only one camera at a time"
             camera_to_world = self.camera_optimizer.apply_to_camera(camera)
         else:
             camera_to_world = camera.camera_to_worlds
-
-        keep = self.drawn_gaussians()
-        if keep is not None and not bool(keep.any()):
-            return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
-        params = {name: (p[keep] if keep is not None else p) for name, p in self.gauss_params.items()}
-
         scale = self._get_downscale_factor()
         camera.rescale_output_resolution(1 / scale)
         viewmat = world_to_camera(camera_to_world)
@@ -265,18 +287,13 @@ class SegmentationSplatModel(SplatfactoModel):
             scales=torch.exp(params["scales"]),
             opacities=torch.sigmoid(params["opacities"]).squeeze(-1),
         )
-        common = dict(viewmats=viewmat, Ks=K, width=W, height=H, packed=False, near_plane=0.01, far_plane=1e10,
-                      rasterize_mode=self.config.rasterize_mode)  # fmt: skip
-        raster = dict(colors=colors, render_mode=render_mode, sh_degree=sh_degree, sparse_grad=False,
-                      absgrad=self.strategy.absgrad, **common)  # fmt: skip
-        # Eq. 3: the segmentation features are composited with the colours' weights, geometry detached.
-        features = self.segmentation_features(params) if self.renders_segmentation() else {}
-        rendered: Dict[str, Tensor] = {}
-        if features:
-            render, seg, alpha, self.info = rasterize_with_features(
-                **geometry, features=torch.cat(list(features.values()), dim=-1), **raster
-            )
-            rendered = dict(zip(features, seg[0].split([f.shape[-1] for f in features.values()], dim=-1)))
+        raster = dict(colors=colors, viewmats=viewmat, Ks=K, width=W, height=H, packed=False, near_plane=0.01,
+                      far_plane=1e10, render_mode=render_mode, sh_degree=sh_degree, sparse_grad=False,
+                      absgrad=self.strategy.absgrad, rasterize_mode=self.config.rasterize_mode)  # fmt: skip
+        feature_map = None
+        if features is not None:
+            render, feature_maps, alpha, self.info = rasterize_with_features(**geometry, features=features, **raster)
+            feature_map = feature_maps[0]
         else:
             render, alpha, self.info = rasterize(**geometry, **raster)
         if self.training:
@@ -289,29 +306,40 @@ class SegmentationSplatModel(SplatfactoModel):
             depth = torch.where(alpha > 0, render[..., 3:4], render[..., 3:4].detach().max()).squeeze(0)
         if background.shape[0] == 3 and not self.training:
             background = background.expand(H, W, 3)
-
         outputs: Dict[str, Union[Tensor, List]] = {
             "rgb": rgb.squeeze(0),
             "depth": depth,  # type: ignore[dict-item]
             "accumulation": alpha.squeeze(0),
             "background": background,
         }
-        if not rendered:
-            return outputs
-        outputs["embedding"] = rendered["embedding"]
-        if self.training:  # the other feature maps are for the losses only: the viewer cannot colour them
-            outputs.update({name: value for name, value in rendered.items() if name != "embedding"})
-        else:  # decoded outputs are for the viewer and evaluation, not the training step
-            labels = self.decode_instances(rendered)
-            outputs["instance"] = label_palette(labels)
-            outputs["instance_label"] = labels.float().unsqueeze(-1)
-            outputs["instance_overlay"] = instance_overlay(
-                outputs["rgb"], labels, self.overlay_opacity, self.highlighted_label  # type: ignore[arg-type]
-            )
-            if "semantic_logits" in rendered:
-                classes = rendered["semantic_logits"].argmax(dim=-1)
-                outputs["semantics"] = label_palette(classes)
-                outputs["semantic_label"] = classes.float().unsqueeze(-1)
+        return outputs, feature_map
+
+    def render_segmentation(
+        self, camera: Cameras, params: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, Union[Tensor, List]], Dict[str, Tensor]]:
+        """:meth:`render_rgb`'s outputs and the maps [H, W, c] of the method's :meth:`segmentation_features`, by name,
+        composited with the colours' weights and detached geometry in the colour pass (Eq. 3); no maps while
+        :meth:`renders_segmentation` is False."""
+        features = self.segmentation_features(params) if self.renders_segmentation() else {}
+        stacked = torch.cat(list(features.values()), dim=-1) if features else None
+        outputs, maps = self.render_rgb(camera, params, stacked)
+        if maps is None:
+            return outputs, {}
+        return outputs, dict(zip(features, maps.split([f.shape[-1] for f in features.values()], dim=-1)))
+
+    def label_outputs(self, rgb: Tensor, maps: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The decoded outputs of the rendered maps: instance labels (:meth:`decode_instances`) as colours, values
+        and an overlay on ``rgb``, and with semantic logits the semantic classes as colours and values."""
+        labels = self.decode_instances(maps)
+        outputs = {
+            "instance": label_palette(labels),
+            "instance_label": labels.float().unsqueeze(-1),
+            "instance_overlay": instance_overlay(rgb, labels, self.overlay_opacity, self.highlighted_label),
+        }
+        if "semantic_logits" in maps:
+            classes = maps["semantic_logits"].argmax(dim=-1)
+            outputs["semantics"] = label_palette(classes)
+            outputs["semantic_label"] = classes.float().unsqueeze(-1)
         return outputs
 
     def drawn_gaussians(self) -> Optional[Tensor]:
