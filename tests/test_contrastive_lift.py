@@ -77,6 +77,23 @@ def test_pixel_partition_is_disjoint_bounded_and_skips_void():
     assert bool((segments[chosen] > 0).all())
 
 
+def test_void_pixels_fill_a_short_partition_and_the_losses_ignore_them():
+    """With fewer valid pixels than ``max_pixels`` the sets are topped up with void pixels (no shape depends on the
+    mask); both losses equal those on the valid pixels alone."""
+    segments = torch.tensor([0, 1, 0, 2, 1, 0, 2, 0, 1, 3])
+    fast, slow = partition_pixels(segments, max_pixels=10, generator=torch.Generator().manual_seed(0))
+    assert (fast.numel(), slow.numel()) == (5, 5) and torch.cat([fast, slow]).unique().numel() == 10
+    valid_fast, valid_slow = fast[segments[fast] > 0], slow[segments[slow] > 0]
+    assert (valid_fast.numel(), valid_slow.numel()) == (3, 3)  # the valid pixels are split evenly
+    emb = torch.rand(10, 3, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    for loss in (slow_fast_contrastive_loss, concentration_loss):
+        padded = loss(emb[fast], segments[fast], emb[slow], segments[slow])
+        valid = loss(emb[valid_fast], segments[valid_fast], emb[valid_slow], segments[valid_slow])
+        assert padded.item() == pytest.approx(valid.item(), rel=1e-6) and padded.item() > 0
+    nothing = slow_fast_contrastive_loss(emb[:2], segments[:2], emb[:0], segments[:0])
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
 def test_slow_embeddings_are_an_ema_with_momentum_0_9():
     model = make_model()
     fast, slow = model.gauss_params["embeddings"], model.gauss_params["slow_embeddings"]

@@ -55,6 +55,22 @@ def test_contrastive_clustering_loss_hand_computed():
         assert loss.item() == 0.0
 
 
+def test_contrastive_clustering_loss_in_fixed_slots_equals_it_on_raw_ids():
+    """The datamanager numbers each mask's segments 1..K: with ``num_segments`` L_CC sums them into fixed slots (no
+    device sync), and slots no pixel uses change nothing."""
+    from unic_lift_ns.data.label_maps import number_segments
+
+    raw = torch.tensor([0, 9, 9, 40, 40, 40, 1000, 9, -1, 1000, 40, 7])
+    numbered, count = number_segments(raw)
+    features = torch.randn(12, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    reference = contrastive_clustering_loss(features, raw, alpha=1.0, min_temperature=0.1)
+    for slots in (count, count + 3):
+        loss = contrastive_clustering_loss(features, numbered, alpha=1.0, min_temperature=0.1, num_segments=slots)
+        assert loss.item() == pytest.approx(reference.item(), rel=1e-5) and loss.item() > 0
+    (grad,) = torch.autograd.grad(loss, features)
+    assert torch.isfinite(grad).all() and not grad[[0, 8]].any()  # void pixels get no gradient
+
+
 def test_spatial_similarity_loss_hand_computed_pulls_near_and_pushes_far():
     features = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.0, -1.0]], requires_grad=True)
     anchors, near, far = torch.tensor([0]), torch.tensor([[1, 2]]), torch.tensor([[3, 4]])

@@ -17,6 +17,7 @@ from unic_lift_ns.losses import (
     semantic_loss,
     stuff_pixels,
     triplet_loss,
+    Triplets,
 )
 from unic_lift_ns.models.unic_lift import UniCLiftModel, UniCLiftModelConfig
 
@@ -109,17 +110,18 @@ def test_cluster_resolution_invariant():
 
 def test_triplet_loss_by_hand():
     z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
-    anchor, pos, neg = torch.tensor([0, 0, 0]), torch.tensor([1, 2, 1]), torch.tensor([2, 1, 3])
+    anchor, pos, neg = torch.tensor([0, 0, 0, 1]), torch.tensor([1, 2, 1, 0]), torch.tensor([2, 1, 3, 0])
+    triplets = Triplets(anchor, pos, neg, torch.tensor([True, True, True, False]))  # the 4th is no triplet
     # (0,1,2): 1 - 4 + 1 = -2 -> 0;  (0,2,1): 4 - 1 + 1 = 4;  (0,1,3): 1 - 9 + 1 -> 0.  mean = 4 / 3.
-    assert triplet_loss(z, anchor, pos, neg).item() == pytest.approx(4.0 / 3.0)
+    assert triplet_loss(z, triplets).item() == pytest.approx(4.0 / 3.0)
     # margin 2: (0,1,2): 1 - 4 + 2 = -1 -> 0;  (0,2,1): 4 - 1 + 2 = 5;  (0,1,3): 1 - 9 + 2 -> 0.  mean = 5 / 3.
-    assert triplet_loss(z, anchor, pos, neg, margin=2.0).item() == pytest.approx(5.0 / 3.0)
+    assert triplet_loss(z, triplets, margin=2.0).item() == pytest.approx(5.0 / 3.0)
 
 
 def test_triplet_loss_empty_is_connected_zero():
     z = torch.rand(5, 3, requires_grad=True)
     empty = torch.zeros(0, dtype=torch.long)
-    loss = triplet_loss(z, empty, empty, empty)
+    loss = triplet_loss(z, Triplets(empty, empty, empty, empty.bool()))
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.all(z.grad == 0)
@@ -312,7 +314,7 @@ def _four_neighbour_boundary(seg: torch.Tensor) -> torch.Tensor:
 def test_boundary_triplets_properties():
     seg = _segment_map()
     flat = seg.flatten()
-    anchor, pos, neg = boundary_triplets(seg, 3000, torch.Generator().manual_seed(0), radius=1)
+    anchor, pos, neg, _ = boundary_triplets(seg, 3000, torch.Generator().manual_seed(0), radius=1).compact()
     boundary = _four_neighbour_boundary(seg).flatten()
     # Anchors: any labelled pixel, without replacement; interior pixels included.
     assert anchor.numel() == int((flat > 0).sum()) and anchor.unique().numel() == anchor.numel()
@@ -330,9 +332,9 @@ def test_boundary_triplets_properties():
 
 def test_boundary_triplets_cap_and_determinism():
     seg = _segment_map()
-    first = boundary_triplets(seg, 5, torch.Generator().manual_seed(3))
-    second = boundary_triplets(seg, 5, torch.Generator().manual_seed(3))
-    other = boundary_triplets(seg, 5, torch.Generator().manual_seed(4))
+    first = boundary_triplets(seg, 5, torch.Generator().manual_seed(3)).compact()
+    second = boundary_triplets(seg, 5, torch.Generator().manual_seed(3)).compact()
+    other = boundary_triplets(seg, 5, torch.Generator().manual_seed(4)).compact()
     assert first[0].numel() == 5
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert not all(torch.equal(a, b) for a, b in zip(first, other))
@@ -342,14 +344,15 @@ def test_boundary_triplets_none_without_boundary():
     seg = torch.zeros(6, 6, dtype=torch.long)
     seg[:, :2] = 1
     seg[:, 4:] = 2  # separated by two void columns: no valid boundary within radius 1
-    anchor, pos, neg = boundary_triplets(seg, 100, torch.Generator().manual_seed(0), radius=1)
+    anchor, pos, neg, _ = boundary_triplets(seg, 100, torch.Generator().manual_seed(0), radius=1).compact()
     assert anchor.numel() == pos.numel() == neg.numel() == 0
 
 
 def test_random_triplets_properties():
     seg = _segment_map()
     flat = seg.flatten()
-    anchor, pos, neg = random_triplets(seg, 50, torch.Generator().manual_seed(0))
+    anchor, pos, neg, valid = random_triplets(seg, 50, torch.Generator().manual_seed(0))
+    assert valid.all()
     assert anchor.numel() == 50 and anchor.unique().numel() == 50
     assert torch.all(flat[anchor] > 0) and torch.all(flat[neg] > 0)
     assert torch.all(flat[pos] == flat[anchor]) and torch.all(pos != anchor)
@@ -387,7 +390,7 @@ def test_gradients_reach_only_embeddings_and_linear_layer():
     assert pairs.numel() > 0 and triplets[0].numel() > 0
     loss = (
         cluster_contrastive_loss(sig, seg.flatten())
-        + triplet_loss(linear(sig), *triplets, margin=1.0)
+        + triplet_loss(linear(sig), triplets, margin=1.0)
         + neighbourhood_loss(embeddings, pairs)
     )
     loss.backward()
@@ -407,3 +410,35 @@ def test_code_push_loss_is_zero_at_the_corners_and_pushes_away_from_the_centre()
     assert codes.grad[2, 0] < 0 < codes.grad[2, 1] and codes.grad[0, 1] < 0 < codes.grad[0, 0]
     assert not codes.grad[3].any()
     assert code_push_loss(codes, torch.zeros(4, dtype=torch.long)).item() == 0.0
+
+
+# --------------------------------------------------------------------------- no shape from the masks
+
+
+def test_numbered_segments_give_the_same_losses_in_fixed_slots():
+    """The datamanager numbers each mask's segments 1..K: with ``num_segments`` the losses use fixed slots (no
+    device sync) and equal those on the raw ids, pinned stuff included; slots no pixel uses change nothing."""
+    from unic_lift_ns.data.label_maps import number_segments
+
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.tensor([0, 9, 9, 40, 40, 40, 1000, 9, 0, 1000, 40, 7])
+    numbered, count = number_segments(raw)
+    assert count == 4 and numbered.tolist() == [0, 2, 2, 3, 3, 3, 4, 2, 0, 4, 3, 1]
+    emb = torch.rand(12, 5, generator=gen)
+    semantics = torch.tensor([0, 0, 0, 1, 1, 0, 1, 0, 1, 1, 1, 0])
+    for balance in ("mean", "sum"):
+        for stuff in (False, True):
+            pinned = stuff_pixels(raw, semantics) if stuff else None
+            reference = cluster_contrastive_loss(emb, raw, balance, pinned)
+            for slots in (count, count + 3):
+                pinned_slots = stuff_pixels(numbered, semantics, num_segments=slots) if stuff else None
+                if stuff:
+                    assert torch.equal(pinned_slots, pinned)
+                loss = cluster_contrastive_loss(emb, numbered, balance, pinned_slots, num_segments=slots)
+                assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    seg = _segment_map()
+    for slots in (None, 7, 9):
+        triplets = boundary_triplets(seg, 200, torch.Generator().manual_seed(1), radius=2, num_segments=slots)
+        assert triplets.anchor.numel() == min(200, seg.numel())  # fixed, whatever the map holds
+    same = boundary_triplets(seg, 200, torch.Generator().manual_seed(1), radius=2, num_segments=9)
+    assert all(torch.equal(a, b) for a, b in zip(triplets, same))

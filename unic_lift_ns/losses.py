@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Literal, Optional, Tuple
+from typing import Literal, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,16 +23,19 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-Triplets = Tuple[Tensor, Tensor, Tensor]
-
+from unic_lift_ns.data.label_maps import number_segments
 
 def cluster_contrastive_loss(
     embeddings: Tensor,
     segment_ids: Tensor,
     balance: Literal["mean", "sum"] = "mean",
     pinned: Optional[Tensor] = None,
+    num_segments: Optional[int] = None,
 ) -> Tensor:
     """Cluster contrastive loss, Eq. 4: intra-segment spread minus inter-centroid spread.
+
+    With ``num_segments`` the segments are summed into that many fixed slots: no shape depends on the data, so the
+    loss never waits for the device (no ``unique``, no boolean indexing).
 
     Args:
         embeddings: [P, d] rendered embeddings *after* the sigmoid, i.e. ``sigmoid(V)`` in [0, 1]^d
@@ -46,47 +49,58 @@ def cluster_contrastive_loss(
         pinned: optional [P] bool, pixels whose segment's centroid is fixed at the code-0 corner (the stuff
             segment, see :func:`stuff_pixels`) instead of their mean; those segments are one pinned centroid
             in the inter term.
+        num_segments: the largest id ``segment_ids`` can hold (the datamanager numbers each view's segments
+            1..K, see :func:`~unic_lift_ns.data.label_maps.number_segments`); None = any ids, numbered here (one sync).
 
     Returns:
         Scalar ``intra - inter``, invariant to image resolution.
     """
+    if num_segments is None:
+        segment_ids, num_segments = number_segments(segment_ids)
     valid = segment_ids > 0
-    if pinned is not None:  # pinned pixels form segment 0, which sorts first; its centroid is set below
-        segment_ids = torch.where(pinned, torch.zeros_like(segment_ids), segment_ids)
-    emb = embeddings[valid]
-    _, inverse, counts = torch.unique(segment_ids[valid], return_inverse=True, return_counts=True)
-    num_segments = counts.numel()
-
-    sums = emb.new_zeros(num_segments, emb.shape[-1]).index_add_(0, inverse, emb)
-    centroids = sums / counts.unsqueeze(-1).to(emb.dtype)
-    if pinned is not None and bool((pinned & valid).any()):  # the pinned centroid is the origin, not a mean
-        centroids = torch.cat([torch.zeros_like(centroids[:1]), centroids[1:]])
-    num_pixels = max(emb.shape[0], 1)
-    intra = (emb - centroids[inverse]).square().sum(-1).sum() / num_pixels
+    slot = torch.where(valid, segment_ids, torch.zeros_like(segment_ids))  # slot 0: void, never a segment
+    if pinned is not None:  # pinned pixels form one extra segment whose centroid is the origin
+        slot = torch.where(pinned & valid, torch.full_like(slot, num_segments + 1), slot)
+    weight = valid.to(embeddings.dtype)
+    slots = num_segments + 2
+    sums = embeddings.new_zeros(slots, embeddings.shape[-1]).index_add_(0, slot, embeddings * weight[:, None])
+    counts = embeddings.new_zeros(slots).index_add_(0, slot, weight)
+    present = counts > 0
+    present[0] = False
+    centroids = sums / counts.clamp(min=1.0).unsqueeze(-1)
+    if pinned is not None:  # the pinned centroid is the origin, not a mean
+        centroids = centroids * (torch.arange(slots, device=slot.device) <= num_segments).unsqueeze(-1)
+    num_pixels = weight.sum().clamp(min=1.0)
+    intra = ((embeddings - centroids[slot]).square().sum(-1) * weight).sum() / num_pixels
 
     # sum_{i != j} ||m_i - m_j||^2 = 2 K * sum_i ||m_i - mean(m)||^2 (stable, O(K d)).
-    centred = centroids - centroids.sum(0) / max(num_segments, 1)
-    spread = 2.0 * centred.square().sum()
-    inter = spread * num_segments / num_pixels if balance == "sum" else spread / max(num_segments - 1, 1)
+    kept = present.to(embeddings.dtype)
+    found = kept.sum()
+    mean = (centroids * kept[:, None]).sum(0) / found.clamp(min=1.0)
+    spread = 2.0 * ((centroids - mean).square().sum(-1) * kept).sum()
+    inter = spread * found / num_pixels if balance == "sum" else spread / (found - 1.0).clamp(min=1.0)
     return intra - inter
 
 
-def stuff_pixels(segment_ids: Tensor, semantics: Tensor, stuff_class: int = 0) -> Tensor:
+def stuff_pixels(
+    segment_ids: Tensor, semantics: Tensor, stuff_class: int = 0, num_segments: Optional[int] = None
+) -> Tensor:
     """[P] bool: the pixels of segments that are mostly of semantic class ``stuff_class`` (Messy Rooms: the
     background), for the pinned centroid of :func:`cluster_contrastive_loss`.
 
     Args:
         segment_ids: [P] int64 instance-mask segment ids; ids ``<= 0`` are never stuff.
         semantics: [P] int64 semantic-mask classes (other values, e.g. 255 = unlabelled, count as not stuff).
+        num_segments: as in :func:`cluster_contrastive_loss` (None: any ids, one sync).
     """
+    if num_segments is None:
+        segment_ids, num_segments = number_segments(segment_ids)
     valid = segment_ids > 0
-    if not bool(valid.any()):
-        return valid
-    _, inverse = torch.unique(segment_ids[valid], return_inverse=True)
-    is_stuff = (semantics[valid] == stuff_class).to(torch.float32)
-    share = torch.zeros(int(inverse.max()) + 1, device=segment_ids.device).index_add_(0, inverse, is_stuff)
-    share = share / torch.bincount(inverse).to(share)
-    return valid.masked_scatter(valid, share[inverse] > 0.5)
+    slot = torch.where(valid, segment_ids, torch.zeros_like(segment_ids))
+    is_stuff = (semantics == stuff_class) & valid
+    stuff = torch.zeros(num_segments + 1, device=slot.device).index_add_(0, slot, is_stuff.float())
+    size = torch.zeros(num_segments + 1, device=slot.device).index_add_(0, slot, valid.float())
+    return valid & (stuff[slot] > 0.5 * size[slot])
 
 
 def code_push_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:
@@ -102,10 +116,24 @@ def code_push_loss(embeddings: Tensor, segment_ids: Tensor) -> Tensor:
     Returns:
         Scalar in [0, 0.5]; 0 (in the graph) without a masked pixel.
     """
-    valid = segment_ids > 0
-    if not bool(valid.any()):
-        return embeddings.sum() * 0.0
-    return (0.5 - (embeddings[valid] - 0.5).abs()).mean()
+    weight = (segment_ids > 0).to(embeddings.dtype)
+    push = (0.5 - (embeddings - 0.5).abs()).mean(-1)
+    return (push * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+class Triplets(NamedTuple):
+    """[T] flat pixel indices of Eq. 5's anchors, positives and negatives, and which of the T are triplets: the
+    samplers return a fixed T so that no shape depends on the masks (no device sync); entries with ``valid`` False
+    hold indices of no meaning."""
+
+    anchor: Tensor
+    positive: Tensor
+    negative: Tensor
+    valid: Tensor
+
+    def compact(self) -> "Triplets":
+        """The valid triplets only (one device sync)."""
+        return Triplets(*(t[self.valid] for t in self[:3]), self.valid[self.valid])
 
 
 def _uniform(shape: Tuple[int, ...], generator: Optional[torch.Generator], device: torch.device) -> Tensor:
@@ -121,48 +149,39 @@ def _subsample(candidates: Tensor, max_triplets: int, generator: Optional[torch.
     return candidates[perm.to(candidates.device)]
 
 
-def _boundary_pairs(labels: Tensor, radius: int) -> Tuple[Tensor, Tensor]:
-    """All (segment, pixel) pairs where ``pixel`` lies within Chebyshev ``radius`` of ``segment``.
-
-    Returns ``(segments, pixels)`` sorted by segment; only valid (> 0) labels on both sides.
-    """
-    height, width = labels.shape
-    flat = labels.flatten()
-    keys = []
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy == 0 and dx == 0:
-                continue
-            ys = slice(max(dy, 0), height + min(dy, 0))
-            xs = slice(max(dx, 0), width + min(dx, 0))
-            ys_n = slice(max(-dy, 0), height + min(-dy, 0))
-            xs_n = slice(max(-dx, 0), width + min(-dx, 0))
-            near = labels.new_zeros(labels.shape)
-            near[ys, xs] = labels[ys_n, xs_n]
-            here = (near > 0) & (labels > 0) & (near != labels)
-            pixels = here.flatten().nonzero().squeeze(1)
-            keys.append(near.flatten()[pixels] * flat.numel() + pixels)
-    key = torch.unique(torch.cat(keys)) if keys else labels.new_zeros(0)
-    return key // flat.numel(), key % flat.numel()
+def _draw_anchors(valid: Tensor, max_triplets: int, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
+    """At most ``max_triplets`` of the pixels where ``valid`` [P], uniformly without replacement, as a fixed
+    ``min(max_triplets, P)`` draws (the largest of P uniform keys) and whether each is a valid pixel."""
+    keys = torch.where(valid, _uniform(tuple(valid.shape), generator, valid.device), -1.0)
+    taken, anchor = torch.topk(keys, min(max_triplets, valid.numel()))
+    return anchor, taken >= 0
 
 
-def _sample_from_groups(
-    group_of_item: Tensor, items: Tensor, wanted: Tensor, generator: Optional[torch.Generator]
-) -> Tuple[Tensor, Tensor]:
-    """For every entry of ``wanted`` (a group id), a uniformly random item of that group.
+class _Groups(NamedTuple):
+    """Items sorted by (group, item) with each group's count and start: a table to draw from by group, built and
+    read without device syncs."""
 
-    ``group_of_item`` must be sorted. Returns ``(ok, picks)``: ``ok`` marks the entries whose group has items.
-    """
-    groups, counts = torch.unique_consecutive(group_of_item, return_counts=True)
-    offsets = torch.cumsum(counts, 0) - counts
-    slot = torch.searchsorted(groups, wanted).clamp(max=max(groups.numel() - 1, 0))
-    ok = (groups.numel() > 0) & (groups[slot] == wanted) if groups.numel() else torch.zeros_like(wanted, dtype=torch.bool)
-    if not bool(ok.any()):
-        return ok, items.new_zeros(0)
-    slot = slot[ok]
-    draw = _uniform(tuple(slot.shape), generator, items.device)
-    index = offsets[slot] + (draw * counts[slot]).long().clamp(max=counts[slot] - 1)
-    return ok, items[index]
+    items: Tensor  # [L]; entries past the last group's hold no item
+    counts: Tensor  # [G]
+    starts: Tensor  # [G]
+
+    @classmethod
+    def build(cls, group: Tensor, item: Tensor, keep: Tensor, num_groups: int, span: int) -> "_Groups":
+        """Groups of the ``item`` (in [0, span)) where ``keep``, by ``group`` (in [0, num_groups)); all three of
+        one shape."""
+        absent = num_groups * span
+        key = torch.where(keep, group * span + item, absent).reshape(-1).sort().values
+        present = key < absent
+        owner = torch.where(present, key // span, 0)
+        counts = torch.zeros(num_groups, dtype=torch.long, device=key.device).index_add_(0, owner, present.long())
+        return cls(key % span, counts, counts.cumsum(0) - counts)
+
+    def draw(self, wanted: Tensor, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
+        """For each group id in ``wanted``, a uniformly random item of that group, and whether the group has one."""
+        count = self.counts[wanted]
+        rank = (_uniform(tuple(wanted.shape), generator, wanted.device) * count).long()
+        index = self.starts[wanted] + torch.minimum(rank, (count - 1).clamp(min=0))
+        return self.items[index.clamp(max=self.items.numel() - 1)], count > 0
 
 
 def boundary_triplets(
@@ -170,6 +189,7 @@ def boundary_triplets(
     max_triplets: int = 3000,
     generator: Optional[torch.Generator] = None,
     radius: int = 2,
+    num_segments: Optional[int] = None,
 ) -> Triplets:
     """Triplets for Eq. 5 with positives and negatives hard-mined at segment boundaries (Sec. 3.3, A.3).
 
@@ -177,33 +197,49 @@ def boundary_triplets(
     ``Omega_i`` on its boundary and the negative ``u3`` a pixel of another segment ``Omega_j`` next to
     ``Omega_i`` (within ``radius`` pixels). Boundary pixels are where rendered embeddings mix neighbouring
     objects, so these triplets pull them towards their own segment and away from the neighbour. Anchors are
-    drawn uniformly without replacement (at most ``max_triplets``); ids ``<= 0`` are never used.
+    drawn uniformly without replacement (at most ``max_triplets``), positives and negatives uniformly among the
+    distinct pixels that qualify; ids ``<= 0`` are never used. Anchors whose segment has no neighbour are not
+    triplets. Every shape is fixed by the map's size (no device sync).
 
     Args:
         segment_map: [H, W] int64 segment ids.
         max_triplets: maximum number of triplets (paper: 3000).
         generator: torch.Generator for reproducible sampling (its device is used for drawing).
         radius: Chebyshev width (>= 1) of the boundary band.
+        num_segments: as in :func:`cluster_contrastive_loss` (None: any ids, one sync).
 
     Returns:
-        ``(anchor, positive, negative)`` flat pixel indices into ``segment_map.flatten()``, each [T].
+        ``min(max_triplets, H * W)`` candidate triplets of flat pixel indices into ``segment_map.flatten()``.
     """
     assert radius >= 1, "radius must be >= 1"
+    if num_segments is None:
+        segment_map, num_segments = number_segments(segment_map)
     labels = torch.where(segment_map > 0, segment_map, torch.zeros_like(segment_map))
-    flat = labels.flatten()
-    # negatives of segment s: pixels of other segments within `radius` of s
-    neg_segment, neg_pixel = _boundary_pairs(labels, radius)
-    # positives of segment s: its own pixels within `radius` of another segment
-    pos_pixel = torch.unique(neg_pixel)
-    pos_segment, order = torch.sort(flat[pos_pixel], stable=True)
-    pos_pixel = pos_pixel[order]
+    flat, (height, width) = labels.flatten(), labels.shape
+    pixel = torch.arange(flat.numel(), device=flat.device)
+    # For every shift, the label `near` seen at each pixel from `radius` away: where it is another valid segment,
+    # the pixel is a negative of segment `near`, and a positive (a boundary pixel) of its own segment.
+    near_of_shift = []
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy or dx:
+                near = labels.new_zeros(labels.shape)
+                near[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = labels[
+                    max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+                ]
+                near_of_shift.append(near.flatten())
+    near = torch.stack(near_of_shift).sort(dim=0).values  # [shifts, P], each pixel's labels around it in order
+    meets = (near > 0) & (flat > 0) & (near != flat)
+    first = torch.ones_like(meets)
+    first[1:] = near[1:] != near[:-1]  # a segment near a pixel is one negative, from however many shifts
+    groups = num_segments + 1
+    negatives = _Groups.build(near, pixel.expand_as(near), meets & first, groups, flat.numel())
+    positives = _Groups.build(flat, pixel, meets.any(0), groups, flat.numel())
 
-    anchor = _subsample((flat > 0).nonzero().squeeze(1), max_triplets, generator)
-    anchor_segment = flat[anchor]
-    has_neg, negative = _sample_from_groups(neg_segment, neg_pixel, anchor_segment, generator)
-    anchor, anchor_segment = anchor[has_neg], anchor_segment[has_neg]
-    has_pos, positive = _sample_from_groups(pos_segment, pos_pixel, anchor_segment, generator)
-    return anchor[has_pos], positive, negative[has_pos]
+    anchor, valid = _draw_anchors(flat > 0, max_triplets, generator)
+    negative, has_negative = negatives.draw(flat[anchor], generator)
+    positive, has_positive = positives.draw(flat[anchor], generator)
+    return Triplets(anchor, positive, negative, valid & has_negative & has_positive)
 
 
 def random_triplets(
@@ -216,7 +252,8 @@ def random_triplets(
     Anchors are valid pixels drawn uniformly without replacement (at most ``max_triplets``) among
     those whose segment has another pixel and with at least two valid segments present. The positive
     is a uniformly random *other* pixel of the anchor's segment, the negative a uniformly random
-    pixel of any other valid segment. Ids ``<= 0`` are never used.
+    pixel of any other valid segment. Ids ``<= 0`` are never used. Unlike :func:`boundary_triplets`, the
+    number of triplets depends on the map (device syncs).
 
     Args:
         segment_map: [H, W] int64 segment ids.
@@ -224,7 +261,7 @@ def random_triplets(
         generator: torch.Generator for reproducible sampling (its device is used for drawing).
 
     Returns:
-        ``(anchor, positive, negative)`` flat pixel indices into ``segment_map.flatten()``, each [T].
+        The triplets of flat pixel indices into ``segment_map.flatten()``, all valid.
     """
     flat = segment_map.flatten()
     pixels = (flat > 0).nonzero().squeeze(1)
@@ -247,24 +284,26 @@ def random_triplets(
     # Negative: rank in [0, n - size - 1] among the other segments, skipping the anchor's block.
     neg_rank = torch.minimum((draws[1] * (num_valid - size)).long(), num_valid - size - 1)
     negative_pos = neg_rank + size * (neg_rank >= start).long()
-    return pixels[anchor_pos], pixels[positive_pos], pixels[negative_pos]
+    anchor = pixels[anchor_pos]
+    return Triplets(anchor, pixels[positive_pos], pixels[negative_pos], torch.ones_like(anchor, dtype=torch.bool))
 
 
-def triplet_loss(z: Tensor, anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0) -> Tensor:
+def triplet_loss(z: Tensor, triplets: Triplets, margin: float = 1.0) -> Tensor:
     """Triplet loss, Eq. 5, on projected embeddings ``z = W sigmoid(V)``.
 
     Args:
         z: [P, d] projected pixel embeddings (the caller applies the linear layer ``W``).
-        anchor, positive, negative: [T] flat pixel indices into ``z``.
+        triplets: flat pixel indices into ``z``; only the valid ones count.
         margin: the margin delta (paper: 1).
 
     Returns:
-        Mean over triplets of ``max(0, ||a - p||^2 - ||a - n||^2 + delta)``. The paper writes a sum;
-        the mean keeps lambda_triplet independent of the triplet count. 0 (in the graph) if T = 0.
+        Mean over the valid triplets of ``max(0, ||a - p||^2 - ||a - n||^2 + delta)``. The paper writes a sum;
+        the mean keeps lambda_triplet independent of the triplet count. 0 (in the graph) without a valid one.
     """
-    a, p, n = z[anchor], z[positive], z[negative]
+    a, p, n = z[triplets.anchor], z[triplets.positive], z[triplets.negative]
     hinge = F.relu((a - p).square().sum(-1) - (a - n).square().sum(-1) + margin)
-    return hinge.sum() / max(anchor.numel(), 1)
+    weight = triplets.valid.to(hinge.dtype)
+    return (hinge * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def neighbour_pairs(means: Tensor, tau: float, max_neighbours: int) -> Tensor:

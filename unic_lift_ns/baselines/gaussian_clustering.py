@@ -177,7 +177,9 @@ class GaussianClusteringModel(SegmentationSplatModel):
         if cfg.contrastive_loss_weight <= 0 or not applies_at(self.step, cfg.contrastive_every):
             return {}
         features = outputs["embedding"].reshape(-1, cfg.embedding_dim)
-        loss = contrastive_clustering_loss(features, segments, cfg.contrastive_alpha, cfg.min_temperature)
+        loss = contrastive_clustering_loss(
+            features, segments, cfg.contrastive_alpha, cfg.min_temperature, self.num_segments
+        )
         return {"contrastive_loss": cfg.contrastive_loss_weight * loss}
 
     def gaussian_losses(self) -> Dict[str, Tensor]:

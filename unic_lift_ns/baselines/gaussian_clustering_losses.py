@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from unic_lift_ns.data.label_maps import number_segments
+
 
 def applies_at(step: int, every: int) -> bool:
     """Whether a loss scheduled "every ``every`` iterations" is on at ``step`` (steps 0, every, 2 every, ...).
@@ -29,7 +31,11 @@ def applies_at(step: int, every: int) -> bool:
 
 
 def contrastive_clustering_loss(
-    features: Tensor, segment_ids: Tensor, alpha: float = 10.0, min_temperature: float = 0.05
+    features: Tensor,
+    segment_ids: Tensor,
+    alpha: float = 10.0,
+    min_temperature: float = 0.05,
+    num_segments: Optional[int] = None,
 ) -> Tensor:
     """Contrastive clustering loss L_CC (Sec. 3.2) on rendered features.
 
@@ -44,25 +50,32 @@ def contrastive_clustering_loss(
         segment_ids: [P] int64 mask segment ids; ids ``<= 0`` are ignored.
         alpha: smoothing constant alpha of φ_p.
         min_temperature: lower bound of φ_p.
+        num_segments: the largest id ``segment_ids`` can hold (the datamanager numbers each view's segments
+            1..K): the segments are summed into fixed slots, so the loss never waits for the device; None = any
+            ids, numbered here (one sync).
 
     Returns:
         Scalar L_CC (0 with fewer than two segments); a zero connected to the graph without valid pixels.
     """
+    if num_segments is None:
+        segment_ids, num_segments = number_segments(segment_ids)
     valid = segment_ids > 0
-    if not bool(valid.any()):
-        return features.sum() * 0.0
-    f = F.normalize(features[valid], dim=-1)
-    _, inverse, counts = torch.unique(segment_ids[valid], return_inverse=True, return_counts=True)
-    num_segments = counts.numel()
-    sizes = counts.to(f.dtype)
-    means = f.new_zeros(num_segments, f.shape[-1]).index_add_(0, inverse, f) / sizes[:, None]
+    slot = torch.where(valid, segment_ids, torch.zeros_like(segment_ids))  # slot 0: void, never a prototype
+    f = F.normalize(features, dim=-1)
+    weight = valid.to(f.dtype)
+    slots = num_segments + 1
+    sizes = f.new_zeros(slots).index_add_(0, slot, weight)
+    present = (sizes > 0) & (torch.arange(slots, device=slot.device) > 0)
+    sizes = sizes.clamp(min=1.0)
+    means = f.new_zeros(slots, f.shape[-1]).index_add_(0, slot, f * weight[:, None]) / sizes[:, None]
     prototypes = F.normalize(means, dim=-1)
     with torch.no_grad():
-        spread = f.new_zeros(num_segments).index_add_(0, inverse, (f - prototypes[inverse]).norm(dim=-1))
+        spread = f.new_zeros(slots).index_add_(0, slot, (f - prototypes[slot]).norm(dim=-1) * weight)
         phi = (spread / (sizes * torch.log(sizes + alpha))).clamp(min=min_temperature)
-    log_prob = torch.log_softmax(f @ prototypes.T / phi, dim=-1).gather(1, inverse[:, None]).squeeze(1)
-    per_segment = f.new_zeros(num_segments).index_add_(0, inverse, -log_prob) / sizes
-    return per_segment.mean()
+    logits = (f @ prototypes.T / phi).masked_fill(~present, torch.finfo(f.dtype).min)  # absent: probability 0
+    log_prob = torch.log_softmax(logits, dim=-1).gather(1, slot[:, None]).squeeze(1)
+    per_segment = f.new_zeros(slots).index_add_(0, slot, torch.where(valid, -log_prob, 0.0)) / sizes
+    return per_segment.sum() / present.sum().clamp(min=1)
 
 
 def spatial_neighbours(means: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -148,8 +161,8 @@ def spatial_similarity_loss(
     f = F.normalize(features, dim=-1)
     anchor = f[anchors][:, None]
     near_cos = (anchor * f[near]).sum(-1)
-    far_cos = (anchor * f[far]).sum(-1)[far_valid]
+    far_cos = (anchor * f[far]).sum(-1) * far_valid
     near_term = (1.0 - near_cos).sum() / max(near_cos.numel(), 1)
-    far_term = far_cos.sum() / max(far_cos.numel(), 1)
+    far_term = far_cos.sum() / far_valid.sum().clamp(min=1)
     return near_weight * near_term + far_weight * far_term
 

@@ -25,7 +25,7 @@ from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatama
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from unic_lift_ns.data.dataset import MASK_IGNORE_VALUES, UniCLiftDataset
-from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES
+from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES, number_segments
 from unic_lift_ns.errors import InputError, few
 from unic_lift_ns.flag_ranges import ANY, AT_LEAST_0, AT_LEAST_1, POSITIVE, Range, check_flag_ranges
 
@@ -213,7 +213,8 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
     def _load_images(
         self, split: Literal["train", "eval"], cache_images_device: Literal["cpu", "gpu"]
     ) -> List[Dict[str, torch.Tensor]]:
-        """Cache images as nerfstudio does, then undistort, crop and place the masks like their images."""
+        """Cache images as nerfstudio does, then undistort, crop and place the masks like their images; number each
+        instance mask's segments 1..K (the losses' fixed segment slots, see ``number_segments``)."""
         dataset = self.train_dataset if split == "train" else self.eval_dataset
         distorted_cameras = deepcopy(dataset.cameras)
         if cache_images_device == "cpu" and not torch.cuda.is_available():
@@ -224,6 +225,8 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
             distortion = camera.distortion_params
             if distortion is not None and torch.any(distortion != 0):
                 _undistort_masks(data, camera)
+            if "instance_mask" in data:  # ids 1..K: the losses' segment slots (segment_counts gives K)
+                data["instance_mask"] = number_segments(data["instance_mask"])[0]
             for key in MASK_IGNORE_VALUES:
                 if key not in data:
                     continue

@@ -154,3 +154,15 @@ def _fits_int32(labels: np.ndarray) -> bool:
     """Whether every label fits an ``int32``."""
     info = np.iinfo(np.int32)
     return bool(not labels.size or (labels.min() >= info.min and labels.max() <= info.max))
+
+
+def number_segments(labels: Tensor) -> Tuple[Tensor, int]:
+    """``labels`` with its positive ids numbered 1..K in increasing order (ids ``<= 0`` become 0, the void), and K.
+
+    Instance ids are arbitrary, so this changes no segment; the datamanager numbers every instance mask once, so
+    that the losses can sum segments into K + 1 fixed slots without waiting for the device (``unique`` here does).
+    """
+    positive = labels > 0
+    ids = torch.unique(labels[positive])
+    numbered = torch.searchsorted(ids, labels) + 1
+    return torch.where(positive, numbered, torch.zeros_like(labels)), int(ids.numel())

@@ -194,6 +194,13 @@ class SegmentationSplatModel(SplatfactoModel):
         return self.gauss_params["embeddings"]
 
     @property
+    def num_segments(self) -> Optional[int]:
+        """The largest segment id of the datamanager's masks (it numbers each mask's segments 1..K), which sizes
+        the losses' segment slots; None without that metadata (the losses then number the ids themselves)."""
+        counts: Dict = self.kwargs.get("metadata", {}).get("segment_counts", {}) or {}
+        return max(counts.values()) if counts else None
+
+    @property
     def semantic_logits(self) -> Optional[Tensor]:
         return self.gauss_params["semantic_logits"] if "semantic_logits" in self.gauss_params else None
 

@@ -316,24 +316,25 @@ class UniCLiftModel(SegmentationSplatModel):
             segments: [H*W] int64 mask segment ids at render size.
             semantics: [H*W] int64 semantic classes at render size (or None), for cluster_stuff 'label-0'.
         """
-        cfg = self.config
+        cfg, slots = self.config, self.num_segments
         embedding = outputs["embedding"]
         squashed = torch.sigmoid(embedding.reshape(-1, cfg.embedding_dim))
-        pinned = stuff_pixels(segments, semantics) if cfg.cluster_stuff == "label-0" and semantics is not None else None
-        cluster = cluster_contrastive_loss(squashed, segments, cfg.cluster_balance, pinned)
+        pinned = None
+        if cfg.cluster_stuff == "label-0" and semantics is not None:
+            pinned = stuff_pixels(segments, semantics, num_segments=slots)
+        cluster = cluster_contrastive_loss(squashed, segments, cfg.cluster_balance, pinned, slots)
         loss_dict = {"cluster_loss": cfg.cluster_loss_weight * cluster}
         if cfg.code_push_weight > 0:
             loss_dict["code_push_loss"] = cfg.code_push_weight * code_push_loss(squashed, segments)
         triplet_start = cfg.stop_split_at if cfg.triplet_start is None else cfg.triplet_start
         if cfg.triplet_loss_weight > 0 and self.step >= triplet_start:
-            mine = boundary_triplets if cfg.triplet_mining == "boundary" else random_triplets
-            anchor, positive, negative = mine(
-                segments.reshape(embedding.shape[:2]), cfg.max_triplets, self._triplet_generator
-            )
+            segment_map = segments.reshape(embedding.shape[:2])
+            if cfg.triplet_mining == "boundary":
+                triplets = boundary_triplets(segment_map, cfg.max_triplets, self._triplet_generator, num_segments=slots)
+            else:
+                triplets = random_triplets(segment_map, cfg.max_triplets, self._triplet_generator)
             z = self.triplet_projection(squashed) if cfg.use_linear_layer else squashed
-            loss_dict["triplet_loss"] = cfg.triplet_loss_weight * triplet_loss(
-                z, anchor, positive, negative, cfg.triplet_margin
-            )
+            loss_dict["triplet_loss"] = cfg.triplet_loss_weight * triplet_loss(z, triplets, cfg.triplet_margin)
         return loss_dict
 
     def gaussian_losses(self) -> Dict[str, Tensor]:
