@@ -99,7 +99,7 @@ class Steps:
         config.vis = "tensorboard"
         config.output_dir = Path(tempfile.mkdtemp(prefix="bench_step_"))
         config.machine.device_type = self.device
-        config.max_num_iterations = self.train_steps
+        config.max_num_iterations = max(self.train_steps, 1)  # the trainer refuses 0; it trains only if asked
         config.steps_per_save = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
         config.steps_per_eval_batch = 10**9
         trainer = config.setup(local_rank=0, world_size=1)

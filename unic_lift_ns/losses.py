@@ -161,27 +161,28 @@ class _Groups(NamedTuple):
     """Items sorted by (group, item) with each group's count and start: a table to draw from by group, built and
     read without device syncs."""
 
-    items: Tensor  # [L]; entries past the last group's hold no item
+    keys: Tensor  # [L] sorted ``group * span + item``; entries past the last group's hold no item
     counts: Tensor  # [G]
     starts: Tensor  # [G]
+    span: int
 
     @classmethod
     def build(cls, group: Tensor, item: Tensor, keep: Tensor, num_groups: int, span: int) -> "_Groups":
         """Groups of the ``item`` (in [0, span)) where ``keep``, by ``group`` (in [0, num_groups)); all three of
-        one shape."""
+        one shape. Keys are int32 where they fit (half the sort's time on CPU)."""
         absent = num_groups * span
-        key = torch.where(keep, group * span + item, absent).reshape(-1).sort().values
-        present = key < absent
-        owner = torch.where(present, key // span, 0)
-        counts = torch.zeros(num_groups, dtype=torch.long, device=key.device).index_add_(0, owner, present.long())
-        return cls(key % span, counts, counts.cumsum(0) - counts)
+        dtype = torch.int32 if absent < 2**31 else torch.int64
+        key = torch.where(keep, group.to(dtype) * span + item.to(dtype), absent).reshape(-1).sort().values
+        owner, kept = torch.where(keep, group, 0).reshape(-1), keep.reshape(-1).long()
+        counts = torch.zeros(num_groups, dtype=torch.long, device=key.device).index_add_(0, owner, kept)
+        return cls(key, counts, counts.cumsum(0) - counts, span)
 
     def draw(self, wanted: Tensor, generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
         """For each group id in ``wanted``, a uniformly random item of that group, and whether the group has one."""
         count = self.counts[wanted]
         rank = (_uniform(tuple(wanted.shape), generator, wanted.device) * count).long()
         index = self.starts[wanted] + torch.minimum(rank, (count - 1).clamp(min=0))
-        return self.items[index.clamp(max=self.items.numel() - 1)], count > 0
+        return self.keys[index.clamp(max=self.keys.numel() - 1)].long() % self.span, count > 0
 
 
 def boundary_triplets(
@@ -214,7 +215,7 @@ def boundary_triplets(
     assert radius >= 1, "radius must be >= 1"
     if num_segments is None:
         segment_map, num_segments = number_segments(segment_map)
-    labels = torch.where(segment_map > 0, segment_map, torch.zeros_like(segment_map))
+    labels = torch.where(segment_map > 0, segment_map, torch.zeros_like(segment_map)).to(torch.int32)  # faster sorts
     flat, (height, width) = labels.flatten(), labels.shape
     pixel = torch.arange(flat.numel(), device=flat.device)
     # For every shift, the label `near` seen at each pixel from `radius` away: where it is another valid segment,
