@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import pytest
 import torch
@@ -60,10 +60,12 @@ def training_step(trainer, step: int) -> None:
         callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
 
 
-def decodings(model) -> List[str]:
+def decodings(model) -> List[Tuple[str, bool]]:
+    """Every decoding the viewer offers for ``model``, and UniC-Lift's 'gaussian-votes' with the collision split."""
     from unic_lift_ns.viewer import decoding_options
 
-    return decoding_options(model)
+    options = [(decoding, False) for decoding in decoding_options(model)]
+    return options + ([("gaussian-votes", True)] if hasattr(model.config, "split_collisions") else [])
 
 
 @pytest.fixture(scope="module", params=sorted(FACTORIES))
@@ -87,18 +89,24 @@ def test_a_training_step_leaks_nothing_and_syncs_like_splatfacto(trained) -> Non
 
 
 def test_decodings_labels_and_export_leak_nothing(trained, tmp_path: Path) -> None:
+    """Each decoding renders a view, labels the Gaussians (through the collision split where it is on) and exports
+    two instances without a leak."""
     method, trainer, _ = trained
     model = trainer.pipeline.model
     model.eval()
     camera, _ = trainer.pipeline.datamanager.next_eval_image(0)
     try:
-        for decoding in decodings(model):
+        for decoding, split in decodings(model):
+            if split:
+                model.config.split_collisions = True
             with use_kernels(KERNELS), DeviceAudit():
                 model.config.instance_decoding = decoding
                 model.get_outputs(camera)
                 labels = model.gaussian_labels()
                 splats, numbers = model_splats(model, labels)
-                export_instances(splats, numbers, sorted(set(numbers.tolist()))[:2], tmp_path / decoding, progress=False)
+                chosen = sorted(set(numbers.tolist()))[:2]
+                export_instances(splats, numbers, chosen, tmp_path / f"{decoding}-{split}", progress=False)
+            assert not split or "collision_split" in model._gaussian_caches
     finally:
         model.train()
 
