@@ -12,32 +12,17 @@ import pytest
 import torch
 from torch import Tensor
 
+import random_gaussians
+from random_gaussians import Scene
 from unic_lift_ns.rasterization import GsplatKernels, rasterize, rasterize_torch, rasterize_with_features, use_kernels
 from unic_lift_ns.rasterization.reference_kernels import reference_kernels
 
 W, H, N, C = 40, 32, 300, 2
 
-Scene = Tuple[Dict[str, Tensor], Tensor, Tensor]
-
 
 def random_scene(seed: int, D: int = 3, sh_degree: Optional[int] = None) -> Scene:
-    """Gaussians in front of C cameras that shift sideways: ``(params, viewmats, Ks)``."""
-    g = torch.Generator().manual_seed(seed)
-    depth = 2.0 + 3.0 * torch.rand(N, generator=g)
-    xy = (torch.rand(N, 2, generator=g) * 2 - 1) * depth[:, None] * 0.6
-    params = {
-        "means": torch.cat([xy, depth[:, None]], -1),
-        "quats": torch.randn(N, 4, generator=g),
-        "scales": torch.exp(torch.randn(N, 3, generator=g) * 0.5 - 2.5),
-        "opacities": torch.sigmoid(torch.randn(N, generator=g)),
-        "colors": torch.rand(N, D, generator=g) if sh_degree is None else torch.randn(N, 16, 3, generator=g) * 0.3,
-    }
-    viewmats = torch.eye(4).repeat(C, 1, 1)
-    viewmats[:, 0, 3] = torch.linspace(-0.1, 0.1, C)
-    viewmats[:, 1, 3] = torch.linspace(0.05, -0.05, C)
-    f = 0.8 * max(W, H)
-    Ks = torch.tensor([[f, 0.0, W / 2], [0.0, f, H / 2], [0.0, 0.0, 1.0]]).repeat(C, 1, 1)
-    return params, viewmats, Ks
+    """N Gaussians in front of C cameras (W x H) that shift sideways: ``(params, viewmats, Ks)``."""
+    return random_gaussians.random_scene(N, C, W, H, seed, D, sh_degree, log_scale=-2.5)
 
 
 def dense(info: Dict, values: Tensor) -> Tensor:

@@ -5,31 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from random_gaussians import random_scene
 from unic_lift_ns.rasterization import rasterize, rasterize_torch, rasterize_with_features
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
-
-
-def random_scene(N: int, C: int, width: int, height: int, seed: int, D: int = 3, sh_degree=None):
-    g = torch.Generator().manual_seed(seed)
-    depth = 2.0 + 3.0 * torch.rand(N, generator=g)
-    xy = (torch.rand(N, 2, generator=g) * 2 - 1) * depth[:, None] * 0.6
-    params = {
-        "means": torch.cat([xy, depth[:, None]], -1),
-        "quats": torch.randn(N, 4, generator=g),
-        "scales": torch.exp(torch.randn(N, 3, generator=g) * 0.5 - 3.0),
-        "opacities": torch.sigmoid(torch.randn(N, generator=g)),
-        "colors": torch.rand(N, D, generator=g) if sh_degree is None else torch.randn(N, 16, 3, generator=g) * 0.3,
-    }
-    viewmats = torch.eye(4).repeat(C, 1, 1)
-    viewmats[:, 0, 3] = torch.linspace(-0.1, 0.1, C)
-    viewmats[:, 1, 3] = torch.linspace(0.05, -0.05, C)
-    f = 0.8 * max(width, height)
-    Ks = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]]).repeat(C, 1, 1)
-    return params, viewmats, Ks
 
 
 def run(device: str, params, viewmats, Ks, width, height, **kwargs):
