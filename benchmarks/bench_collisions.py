@@ -44,16 +44,16 @@ class BenchCollisions:
         all_stems = sorted(set(eval_stems) | set(dataset_stems(datamanager.train_dataset)))
         gt_eval = load_label_maps(scene / "gt" / "instances", eval_stems)
         together = seen_together(load_label_maps(scene / "gt" / "instances", all_stems))
-        model.config.instance_decoding = "gaussian-votes"
+        model.set_decoding(instance_decoding="gaussian-votes")
         cfg = model.config
         print(f"| {run.name} on {scene}, votes gate {cfg.vote_gate} {cfg.vote_confidence} | GT objects sharing a "
               "label (pairs) | collisions | #pred/#GT | PQ^scene |\n|---|---|---|---|---|")  # fmt: skip
         for split in (False, True):
-            model.config.split_collisions = split
+            model.set_decoding(split_collisions=split)
             name = "votes"
             if split:
                 start = time.perf_counter()
-                report = model.collision_split()[1]
+                report = model.decoding.collision_split(model)[1]
                 name = (f"votes + collision split ({cfg.collision_radius} x median spacing = {report.radius:.4f}, "
                         f"min {cfg.collision_min_gaussians} Gaussians: {report.labels_split} labels split, "
                         f"{report.new_labels} new, {time.perf_counter() - start:.1f} s)")  # fmt: skip

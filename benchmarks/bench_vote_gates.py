@@ -46,15 +46,14 @@ class BenchVoteGates:
                       for gate in ("confidence", "semantic-and-confidence") for c in self.confidences]  # fmt: skip
         print(f"| {run.name} on {scene} | PQ^scene | SQ | RQ | #pred/#GT |\n|---|---|---|---|---|")
         for decoding, gate, confidence in decodings:
-            model.config.instance_decoding, model.config.vote_gate = decoding, gate
-            model.config.vote_confidence = confidence
+            model.set_decoding(instance_decoding=decoding, vote_gate=gate, vote_confidence=confidence)
             result = score_rendered(render_eval_views(run.pipeline, progress=False), scene)
             kind = "votes" if decoding == "gaussian-votes" else decoding
             name = kind if decoding == "rendered-embedding" else f"{kind}, gate {gate}"
             name += f" {confidence}" if confidence else ""
             print_row(name, result)
         if self.clustering:
-            model.config.instance_decoding = "rendered-embedding"
+            model.set_decoding(instance_decoding="rendered-embedding")
             views = render_eval_views(run.pipeline, progress=False, keep_embeddings=True)
             labels, _, _ = decode_with_clustering(views, CPU_CLUSTERING_SAMPLES, CPU_CLUSTERING_MIN_SIZE)
             clustered = dataclasses.replace(views, instances=[label.cpu().numpy().astype(np.int64) for label in labels])

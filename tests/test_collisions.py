@@ -101,12 +101,12 @@ def test_model_votes_and_labels_of_split_collisions() -> None:
     codes = {int(labels[left][0]), int(labels[~left][0])}
     assert 3 in codes and len(codes) == 2 and 0 not in codes  # one blob keeps code 3, the other gets a free code
     new = (codes - {3}).pop()
-    assert model.collision_split()[1].new_labels == 1
+    assert model.decoding.collision_split(model)[1].new_labels == 1
     assert codes <= set(model.get_outputs_for_camera(both)["instance_label"].long().unique().tolist())
     model.gaussian_filter = labels == new  # the viewer's isolate: only the split-off blob is drawn
     assert set(model.get_outputs_for_camera(both)["instance_label"].long().unique().tolist()) == {0, new}
     model.gaussian_filter = None
-    model.config.split_collisions = False
+    model.set_decoding(split_collisions=False)
     assert set(model.gaussian_labels().tolist()) == {3}
 
 

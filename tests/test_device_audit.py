@@ -97,10 +97,8 @@ def test_decodings_labels_and_export_leak_nothing(trained, tmp_path: Path) -> No
     camera, _ = trainer.pipeline.datamanager.next_eval_image(0)
     try:
         for decoding, split in decodings(model):
-            if split:
-                model.config.split_collisions = True
             with use_kernels(KERNELS), DeviceAudit():
-                model.config.instance_decoding = decoding
+                model.set_decoding(instance_decoding=decoding, **({"split_collisions": True} if split else {}))
                 model.get_outputs(camera)
                 labels = model.gaussian_labels()
                 splats, numbers = model_splats(model, labels)

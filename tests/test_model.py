@@ -100,7 +100,7 @@ def test_gaussian_votes_decode_no_third_codes_and_gate_the_background(gate: str)
     model.eval()
     seen = {}
     for mode in ("rendered-embedding", "gaussian-votes"):
-        model.config.instance_decoding = mode
+        model.set_decoding(instance_decoding=mode)
         seen[mode] = set(model.get_outputs_for_camera(make_camera(48))["instance_label"].long().unique().tolist())
     assert {3, 4095, 1365} <= seen["rendered-embedding"], seen
     votes = seen["gaussian-votes"]
@@ -113,8 +113,8 @@ def test_gaussian_votes_decode_no_third_codes_and_gate_the_background(gate: str)
 
     # 'nearest-code': the codes of the voting Gaussians and, where some do not vote, 2^12 (no code) where the cube's
     # centre is nearer (the untrained code's pixels); never the third code
-    model.config.instance_decoding = "nearest-code"
-    corners, book = model.code_book()
+    model.set_decoding(instance_decoding="nearest-code")
+    corners, book = model.decoding.code_book(model)
     centre = set() if gate == "none" else {4096}
     assert set(book.tolist()) == (votes - {0}) | centre and len(corners) == len(book)
     assert (corners[-1].tolist() == [0.5] * 12) == (gate != "none")

@@ -340,7 +340,7 @@ def votes_scene():
     """:func:`trained_like_model` whose label-9 half is stuff (semantic class 0): its rendered embedding decodes to
     9, but stuff does not vote under the semantic gate, so 'gaussian-votes' decodes it to no label 9."""
     model = trained_like_model()
-    model.config.vote_gate = "semantic"
+    model.set_decoding(vote_gate="semantic")
     stuff = model.gaussian_labels() == 9
     with torch.no_grad():
         model.gauss_params["semantic_logits"].copy_(torch.stack([stuff.float(), (~stuff).float()], dim=-1) * 5.0)

@@ -136,7 +136,7 @@ class InstanceViewer(nn.Module):
         if self.decoding.value not in self.decoding.options:  # a client can send any string
             self.decoding.value = model.config.instance_decoding
             return
-        model.config.instance_decoding = self.decoding.value
+        model.set_decoding(instance_decoding=self.decoding.value)
 
     def set_overlay_opacity(self) -> None:
         """Tint ``instance_overlay`` as strongly as the slider says."""

@@ -73,6 +73,11 @@ class ContrastiveLiftModelConfig(SegmentationSplatModelConfig):
         "cluster_min_samples": AT_LEAST_1, "stuff_classes": AT_LEAST_0, "cluster_seed": ANY,
     }  # fmt: skip
     """Allowed values of Contrastive Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
+    decoding_fields: ClassVar[Tuple[str, ...]] = (
+        "cluster_num_samples", "cluster_max_views", "cluster_min_size", "cluster_min_samples",
+        "semantic_guided_clustering", "stuff_classes", "cluster_seed",
+    )  # fmt: skip
+    """The clustering's settings: what ``set_decoding`` may change (the clusters are then fitted again)."""
 
 
 class ContrastiveLiftModel(SegmentationSplatModel):
@@ -103,6 +108,10 @@ class ContrastiveLiftModel(SegmentationSplatModel):
         """Load the Gaussians and forget centroids fitted to other weights."""
         self._centroids = None
         return super().load_state_dict(dict, **kwargs)
+
+    def decoding_changed(self) -> None:
+        """Forget centroids fitted with other clustering settings."""
+        self._centroids = None
 
     # ------------------------------------------------------------------------------------------ training
 

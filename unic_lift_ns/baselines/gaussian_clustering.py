@@ -88,6 +88,11 @@ class GaussianClusteringModelConfig(SegmentationSplatModelConfig):
         "stuff_classes": AT_LEAST_0,
     }  # fmt: skip
     """Allowed values of Gaussian clustering's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
+    decoding_fields: ClassVar[Tuple[str, ...]] = (
+        "cluster_max_samples", "cluster_min_size", "cluster_min_opacity", "semantic_guided_clustering",
+        "stuff_classes",
+    )  # fmt: skip
+    """The clustering's settings: what ``set_decoding`` may change (the clusters follow them)."""
 
 
 class GaussianClusteringModel(SegmentationSplatModel):

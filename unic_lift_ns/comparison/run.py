@@ -166,8 +166,7 @@ def evaluate_run(config: Path, scene: Path, decodings: list[Mapping[str, Any]], 
     own_settings = {name: getattr(model.config, name) for decoding in decodings for name in decoding}
     scores = []
     for decoding in decodings:
-        for name, value in {**own_settings, **decoding}.items():
-            setattr(model.config, name, value)
+        model.set_decoding(**{**own_settings, **decoding})
         views = render_eval_views(pipeline, keep_embeddings=True)
         _, seconds = timed_decoding(lambda e: model.decode_instances({"embedding": e}), views.embeddings)
         scores.append(Scores(score_rendered(views, scene), seconds, getattr(model, "clustering_seconds", None)))

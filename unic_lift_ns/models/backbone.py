@@ -15,7 +15,8 @@ import inspect
 import math
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, ClassVar, Dict, List, Literal, Optional, Tuple, Type, TypeVar, Union
+from typing import get_args, get_origin, get_type_hints
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -36,7 +37,7 @@ from torch.nn import Parameter
 
 from unic_lift_ns.data.label_maps import resize_label_map
 from unic_lift_ns.errors import InputError
-from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range, check_flag_ranges
+from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range, check_flag_ranges, flag_name
 from unic_lift_ns.instance_codes import instance_overlay, label_palette
 from unic_lift_ns.losses import semantic_loss
 from unic_lift_ns.lazy_lpips import LazyLPIPS
@@ -83,6 +84,9 @@ class SegmentationSplatModelConfig(SplatfactoModelConfig):
         "embedding_dim": AT_LEAST_1, "num_semantic_classes": AT_LEAST_0, "semantic_loss_weight": AT_LEAST_0,
     }  # fmt: skip
     """Allowed values of the numeric fields (:mod:`unic_lift_ns.flag_ranges`), checked when the model is built."""
+    decoding_fields: ClassVar[Tuple[str, ...]] = ()
+    """The fields that only decide how a trained model labels pixels and Gaussians (no effect on training): what
+    :meth:`SegmentationSplatModel.set_decoding` may change."""
 
 
 class SegmentationSplatModel(SplatfactoModel):
@@ -386,6 +390,36 @@ class SegmentationSplatModel(SplatfactoModel):
         """Instance labels [...] int64 from feature maps [..., c] named as in :meth:`segmentation_features`
         (rendered pixels, or one row per Gaussian): the method's decoding."""
         raise NotImplementedError(f"{type(self).__name__} does not say how features become instance labels")
+
+    def set_decoding(self, **settings: Any) -> None:
+        """Label pixels and Gaussians with other ``decoding_fields`` of the config (e.g. UniC-Lift's
+        ``instance_decoding="nearest-code"``), as the viewer, ``unic-lift-eval`` and the bench do. A setting that is
+        not one, or a value its flag would refuse, raises :class:`InputError` and changes nothing."""
+        cfg = self.config
+        unknown = sorted(set(settings) - set(cfg.decoding_fields))
+        if unknown:
+            raise InputError(
+                f"{type(self).__name__} has no decoding setting {unknown[0]!r} (it has: "
+                f"{', '.join(cfg.decoding_fields) or 'none'})"
+            )
+        hints = get_type_hints(type(cfg))
+        for name, value in settings.items():
+            if get_origin(hints[name]) is Literal and value not in get_args(hints[name]):
+                choices = ", ".join(map(str, get_args(hints[name])))
+                raise InputError(f"--pipeline.model.{flag_name(name)}: {value!r} is not one of {choices}")
+        before = {name: getattr(cfg, name) for name in settings}
+        for name, value in settings.items():
+            setattr(cfg, name, value)
+        try:
+            check_flag_ranges(cfg, "--pipeline.model.")
+            self.decoding_changed()
+        except InputError:
+            for name, value in before.items():
+                setattr(cfg, name, value)
+            raise
+
+    def decoding_changed(self) -> None:
+        """Check the new decoding settings (raise :class:`InputError`) and drop what was fitted to the old ones."""
 
     @torch.no_grad()
     def gaussian_labels(self) -> Tensor:

@@ -9,15 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
-from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
-from unic_lift_ns.clustering import assign_nearest
-from unic_lift_ns.collisions import CollisionReport, split_label_collisions
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, Range
-from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_labels
+from unic_lift_ns.instance_codes import max_labels
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,
@@ -28,14 +25,8 @@ from unic_lift_ns.losses import (
     stuff_pixels,
     triplet_loss,
 )
-from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig, world_to_camera
-
-InstanceDecoding = Literal["rendered-embedding", "gaussian-votes", "nearest-code"]
-"""The instance decodings of UniC-Lift (see ``UniCLiftModelConfig.instance_decoding``)."""
-
-MIN_CONFIDENT_FRACTION = 0.01
-"""The confidence vote gate applies only when at least this fraction of the Gaussians pass it (an undertrained
-model has none, and would decode every pixel to 0)."""
+from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
+from unic_lift_ns.models.decoding import DECODINGS, Decoding, InstanceDecoding, VoteGate
 MAX_EMBEDDING_DIM = 24
 """Largest d: a d-bit label is exact in float32 (the viewer's ``instance_label``), int32 PLY properties and
 32-bit label maps."""
@@ -129,6 +120,11 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
         "collision_min_gaussians": AT_LEAST_1,
     }  # fmt: skip
     """Allowed values of UniC-Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
+    decoding_fields: ClassVar[Tuple[str, ...]] = (
+        "instance_decoding", "vote_gate", "vote_confidence", "split_collisions", "collision_radius",
+        "collision_min_gaussians",
+    )  # fmt: skip
+    """What :meth:`~unic_lift_ns.models.backbone.SegmentationSplatModel.set_decoding` may change."""
 
 
 class UniCLiftModel(SegmentationSplatModel):
@@ -139,11 +135,7 @@ class UniCLiftModel(SegmentationSplatModel):
     def populate_modules(self) -> None:
         """The backbone's Gaussians, plus the linear layer W of the triplet branch (Eq. 5), initialised to I."""
         cfg = self.config
-        if cfg.split_collisions and "train_cameras" not in self.kwargs.get("metadata", {}):
-            raise InputError(
-                "--pipeline.model.split-collisions needs the train cameras, which the unic-lift datamanager passes "
-                "in the model's metadata ('train_cameras')"
-            )
+        self.decoding_changed()
         super().populate_modules()
         self.triplet_projection = torch.nn.Linear(cfg.embedding_dim, cfg.embedding_dim, bias=False)
         torch.nn.init.eye_(self.triplet_projection.weight)
@@ -151,8 +143,7 @@ class UniCLiftModel(SegmentationSplatModel):
         self._triplet_generator.manual_seed(0)
         self._neighbour_generator = torch.Generator()  # Eq. 6's per-step sample of pairs
         self._neighbour_generator.manual_seed(1)
-        self._votes_gated: Optional[bool] = None  # whether the semantic vote gate last had a trained head
-        self._logged_unconfident = False
+        self.vote_gate = VoteGate()  # which Gaussians vote, for the decodings that read the Gaussians' codes
         self._check_segment_counts()
 
     def _check_segment_counts(self) -> None:
@@ -194,117 +185,34 @@ class UniCLiftModel(SegmentationSplatModel):
         return super().rendered_loss_weights() + weights
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """The embedding v (Eq. 3) and semantic logits, plus each Gaussian's own bits (of its split label with
-        split_collisions) as +-1 votes (0 where it does not vote) outside training with 'gaussian-votes'."""
+        """The embedding v (Eq. 3) and semantic logits, plus, outside training, the decoding's own per-Gaussian
+        features (the votes of 'gaussian-votes')."""
         features = super().segmentation_features(params)
-        if self.config.instance_decoding == "gaussian-votes" and not self.training:
-            if self.config.split_collisions:
-                labels, drawn = self.collision_split()[0], self.drawn_gaussians()
-                labels = labels if drawn is None else labels[drawn]
-                votes = 2.0 * label_to_bits(labels, self.config.embedding_dim) - 1.0
-            else:
-                votes = torch.where(params["embeddings"] > 0, 1.0, -1.0)
-            features["label_votes"] = votes * self.voters(params)
+        if not self.training:
+            features.update(self.decoding.features(self, params))
         return features
 
-    @torch.no_grad()
-    def collision_split(self) -> Tuple[Tensor, CollisionReport]:
-        """[N] int64 Embedding-to-Label codes with the voting Gaussians' code collisions split, and the split's
-        report. Cached: rebuilt at a new step, when the Gaussians change and when the vote gate (e.g. from the
-        viewer) or the split's settings do."""
-        cfg = self.config
+    @property
+    def decoding(self) -> Decoding:
+        """The decoding ``instance_decoding`` names (:mod:`unic_lift_ns.models.decoding`)."""
+        return DECODINGS[self.config.instance_decoding]
 
-        def build() -> Tuple[Tensor, CollisionReport]:
-            labels = embedding_to_label(self.embeddings)
-            voting = self.voters(self.gauss_params).squeeze(-1) > 0
-            cameras = self.kwargs["metadata"]["train_cameras"]
-            split_codes, report = split_label_collisions(
-                self.means[voting].cpu().numpy(), labels[voting].cpu().numpy(),
-                world_to_camera(cameras.camera_to_worlds).cpu().numpy(), cameras.get_intrinsics_matrices().numpy(),
-                cameras.width.numpy(), cameras.height.numpy(), cfg.embedding_dim, cfg.collision_radius,
-                cfg.collision_min_gaussians,
-            )  # fmt: skip
-            return labels.masked_scatter(voting, torch.from_numpy(split_codes).to(labels.device)), report
-
-        key = (cfg.collision_radius, cfg.collision_min_gaussians, *self._vote_settings())
-        return self.gaussian_cache("collision_split", build, 1, key=key)
-
-    def voters(self, params: Dict[str, Tensor]) -> Tensor:
-        """[N, 1] float: 1 for the Gaussians that vote under vote_gate, else 0."""
-        gate, voting = self.config.vote_gate, torch.ones_like(params["embeddings"][:, :1])
-        if gate in ("confidence", "semantic-and-confidence"):
-            confidence = (torch.sigmoid(params["embeddings"]) - 0.5).abs().min(dim=-1, keepdim=True).values
-            confident = confidence >= self.config.vote_confidence
-            fraction = float(confident.float().mean()) if len(confident) else 0.0
-            if fraction >= MIN_CONFIDENT_FRACTION:
-                voting = voting * confident
-            elif not self._logged_unconfident:  # an undertrained model: do not decode everything to label 0
-                self._logged_unconfident = True
-                CONSOLE.print(
-                    f"gaussian-votes: only {100 * fraction:.2f}% of the Gaussians have codes confident to "
-                    f"{self.config.vote_confidence} (training too short?), so every Gaussian votes",
-                    style="yellow", markup=False, soft_wrap=True,
-                )  # fmt: skip
-        semantic = gate in ("semantic", "semantic-and-confidence")
-        trained = semantic and "semantic_logits" in params and self.semantic_head_trained()
-        if trained:
-            voting = voting * (params["semantic_logits"].argmax(dim=-1, keepdim=True) != 0)
-        if semantic and trained != self._votes_gated:
-            self._votes_gated = trained
-            self._log_semantic_gate(trained)
-        return voting
-
-    @staticmethod
-    def _log_semantic_gate(gated: bool) -> None:
-        """Say once (and again when it changes) whether the semantic gate leaves background Gaussians out."""
-        if gated:
-            CONSOLE.log("gaussian-votes: Gaussians of semantic class 0 (background) do not vote")
-        else:
-            CONSOLE.log(
-                "[yellow]gaussian-votes: the semantic head saw no semantic masks, so the semantic gate lets every "
-                "Gaussian vote (add semantic_masks/, or use --pipeline.model.vote-gate confidence)"
+    def decoding_changed(self) -> None:
+        """Refuse split_collisions without the train cameras it projects into."""
+        if self.config.split_collisions and "train_cameras" not in self.kwargs.get("metadata", {}):
+            raise InputError(
+                "--pipeline.model.split-collisions needs the train cameras, which the unic-lift datamanager passes "
+                "in the model's metadata ('train_cameras')"
             )
 
     @torch.no_grad()
     def gaussian_labels(self) -> Tensor:
-        """Each Gaussian's label; with 'gaussian-votes', 0 for those that do not vote, as their pixels read, and
-        the split label with split_collisions."""
-        if self.config.instance_decoding != "gaussian-votes":
-            return super().gaussian_labels()
-        labels = self.collision_split()[0] if self.config.split_collisions else super().gaussian_labels()
-        return labels * self.voters(self.gauss_params).squeeze(-1).long()
+        """Each Gaussian's label under the decoding."""
+        return self.decoding.gaussian_labels(self)
 
     def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
-        """Embedding-to-Label (Sec. 3.3): bits of the embedding, of the rendered votes ('gaussian-votes') or of the
-        nearest code that a voting Gaussian holds ('nearest-code'); no clustering."""
-        if self.config.instance_decoding == "nearest-code":
-            corners, labels = self.code_book()
-            return labels[assign_nearest(torch.sigmoid(maps["embedding"]), corners)]
-        return embedding_to_label(maps.get("label_votes", maps["embedding"]))
-
-    @torch.no_grad()
-    def code_book(self) -> Tuple[Tensor, Tensor]:
-        """The corners [C + 1, d] of the cube that 'nearest-code' snaps to and their labels [C + 1] int64: the
-        distinct Embedding-to-Label codes of the Gaussians that vote (vote_gate), then, where some Gaussians do not
-        vote, the cube's centre for them, with label 2^d, which no code can take (so an object whose code is 0 stays
-        apart from it). Cached like the collision split."""
-        cfg = self.config
-
-        def build() -> Tuple[Tensor, Tensor]:
-            voting = self.voters(self.gauss_params).squeeze(-1) > 0
-            codes = torch.unique(embedding_to_label(self.embeddings[voting]))
-            corners = label_to_bits(codes, cfg.embedding_dim)
-            if bool(voting.all()):
-                return corners, codes
-            centre = torch.full((1, cfg.embedding_dim), 0.5, device=codes.device)
-            no_code = codes.new_full((1,), max_labels(cfg.embedding_dim))
-            return torch.cat([corners, centre]), torch.cat([codes, no_code])
-
-        return self.gaussian_cache("code_book", build, 1, key=self._vote_settings())
-
-    def _vote_settings(self) -> Tuple[str, float]:
-        """What decides, within a step, which Gaussians vote: the key of the caches built from the voters."""
-        return self.config.vote_gate, self.config.vote_confidence
+        """Embedding-to-Label (Sec. 3.3) as the decoding reads it; no clustering."""
+        return self.decoding.pixel_labels(self, maps)
 
     def instance_losses(
         self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]

@@ -27,7 +27,7 @@ from unic_lift_ns.eval.evaluate import (
 )
 from unic_lift_ns.eval.rendered_views import check_label_output, check_writable_folder, dataset_stems, render_eval_views
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
-from unic_lift_ns.models.unic_lift import InstanceDecoding
+from unic_lift_ns.models.decoding import InstanceDecoding
 from unic_lift_ns.runs import Run, load_run
 from unic_lift_ns.safe_files import is_ours, json_signature, write_json
 from unic_lift_ns.scripts.cli import run_cli
@@ -153,7 +153,7 @@ class EvalConfig:
         scores = {}
         for decoding, folder in zip(decodings, folders):
             if decoding is not None:
-                run.loaded.model.config.instance_decoding = decoding
+                run.loaded.model.set_decoding(instance_decoding=decoding)
             rendered = render_eval_views(run.loaded.pipeline)
             if folder is not None:
                 rendered.save(folder)

@@ -1,0 +1,45 @@
+"""Decodings as objects (``unic_lift_ns.models.decoding``) and the one way to switch them, ``set_decoding``."""
+
+from __future__ import annotations
+
+import re
+from typing import get_args
+
+import pytest
+
+from conftest import setup_model
+from unic_lift_ns.baselines.contrastive_lift import ContrastiveLiftModelConfig
+from unic_lift_ns.errors import InputError
+from unic_lift_ns.models.decoding import DECODINGS, InstanceDecoding, NearestCode, RenderedEmbedding
+from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
+
+
+def test_every_decoding_is_registered_under_its_literal_name() -> None:
+    assert list(DECODINGS) == list(get_args(InstanceDecoding))
+    assert all(decoding.name == name for name, decoding in DECODINGS.items())
+
+
+def test_set_decoding_switches_and_refuses_bad_settings_changing_nothing() -> None:
+    model = setup_model(UniCLiftModelConfig(), num_points=50)
+    assert isinstance(model.decoding, RenderedEmbedding)
+    model.set_decoding(instance_decoding="nearest-code", vote_confidence=0.3)
+    assert isinstance(model.decoding, NearestCode) and model.config.vote_confidence == 0.3
+    refused = [
+        ({"instance_decoding": "clustering"}, "--pipeline.model.instance-decoding: 'clustering' is not one of"),
+        ({"vote_gate": "semantic", "vote_confidence": 0.7}, "--pipeline.model.vote-confidence"),
+        ({"embedding_dim": 3}, "has no decoding setting 'embedding_dim'"),
+        ({"instance_decoding": "gaussian-votes", "split_collisions": True}, "needs the train cameras"),
+    ]
+    for settings, message in refused:
+        with pytest.raises(InputError, match=re.escape(message)):
+            model.set_decoding(**settings)
+        cfg = model.config
+        assert (cfg.instance_decoding, cfg.vote_gate, cfg.vote_confidence) == ("nearest-code", "confidence", 0.3)
+        assert not cfg.split_collisions and cfg.embedding_dim == 12
+
+
+def test_new_clustering_settings_drop_the_fitted_clusters() -> None:
+    model = setup_model(ContrastiveLiftModelConfig(), num_points=50)
+    model._centroids = object()  # fitted with the old settings
+    model.set_decoding(cluster_min_size=10)
+    assert model._centroids is None and model.config.cluster_min_size == 10
