@@ -85,7 +85,7 @@ def test_a_training_step_leaks_nothing_and_syncs_like_splatfacto(trained) -> Non
     own two, reading the image size in the colour render it mirrors."""
     method, trainer, audit = trained
     ours = [f"{re.sub(r':[0-9]+ ', ' ', sync.where)}: {sync.call}" for sync in audit.syncs_of("ours")]
-    assert ours == ["models/backbone.py (render_rgb): Tensor.item"] * 2, (method, ours)
+    assert ours == ["models/portable_splatfacto.py (render_rgb): Tensor.item"] * 2, (method, ours)
 
 
 def test_decodings_labels_and_export_leak_nothing(trained, tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """The backbone mirrors parts of nerfstudio's Splatfacto and gsplat's DefaultStrategy: catch their drift on CPU.
 
 An upgrade of nerfstudio or gsplat that changes a mirrored function fails :func:`test_mirrored_upstream_is_unchanged`
-with what to re-check in ``unic_lift_ns/models/backbone.py``. The Gaussians and the densification strategy of a real
+with what to re-check in ``unic_lift_ns/models/portable_splatfacto.py``. The Gaussians and the densification strategy of a real
 ``SplatfactoModel`` are compared with the backbone's, built from the same config values and seed points. Comparing
-the renders of ``SegmentationSplatModel.render_rgb`` and ``SplatfactoModel.get_outputs`` needs gsplat's CUDA
+the renders of ``PortableSplatfacto.render_rgb`` and ``SplatfactoModel.get_outputs`` needs gsplat's CUDA
 kernels: Splatfacto calls ``gsplat.rendering.rasterization`` directly, which has none on CPU and which
 ``unic_lift_ns.rasterization.use_kernels`` does not reach (it serves our code only). That comparison is
 ``test_backbone_renders_rgb_and_depth_like_splatfacto`` in test_model.py, a GPU test.
@@ -37,28 +37,28 @@ class Mirrored(NamedTuple):
     version: str
     sha256: str
     recheck: str
-    """What in backbone.py follows it."""
+    """What in portable_splatfacto.py (or backbone.py) follows it."""
 
 
 MIRRORED: List[Mirrored] = [
     Mirrored("nerfstudio", "nerfstudio.models.splatfacto", "SplatfactoModel.populate_modules", "1.1.5",
              "be5dfb4957db9b7a5b3b0f82966ad9b26cf18f8761bd2cbe6245d3c4353f7277",
-             "SegmentationSplatModel.populate_modules (initial Gaussians, metrics, background, DefaultStrategy)"),
+             "PortableSplatfacto.populate_modules (initial Gaussians, metrics, background, DefaultStrategy)"),
     Mirrored("nerfstudio", "nerfstudio.models.splatfacto", "SplatfactoModel.get_outputs", "1.1.5",
              "ebe38a3708f07ea52b6eead101870cffdad9851c0f9d9cbdc528f11cfbdf263e",
-             "SegmentationSplatModel.render_rgb (the colour render) and drawn_gaussians (the crop)"),
+             "PortableSplatfacto.render_rgb (the colour render) and SegmentationSplatModel.drawn_gaussians (the crop)"),
     Mirrored("nerfstudio", "nerfstudio.models.splatfacto", "SplatfactoModel.get_gaussian_param_groups", "1.1.5",
              "e625d1afd257206a54f00975a61b0fb83bd75c9c6beaded99fae2a85c420ce0b",
-             "SegmentationSplatModel.get_gaussian_param_groups (one group per gauss_params entry)"),
+             "PortableSplatfacto.get_gaussian_param_groups (one group per gauss_params entry)"),
     Mirrored("nerfstudio", "nerfstudio.models.splatfacto", "SplatfactoModel.get_param_groups", "1.1.5",
              "676983fa66d4615cbc37422dd3a182828e910b7686187162fe10cfa9162136d6",
-             "SegmentationSplatModel.get_param_groups (without the bilateral grid)"),
+             "PortableSplatfacto.get_param_groups (without the bilateral grid)"),
     Mirrored("nerfstudio", "nerfstudio.models.splatfacto", "SplatfactoModel.load_state_dict", "1.1.5",
              "b1b33046947612af56e8cbb8c20fec4645a43d133f65b7ea4d58ac9186c5aed0",
-             "SegmentationSplatModel.load_state_dict (relies on it resizing every gauss_params entry)"),
+             "PortableSplatfacto.load_state_dict (relies on it resizing every gauss_params entry)"),
     Mirrored("gsplat", "gsplat.strategy", "DefaultStrategy", "1.4.0",
              "337a45c2b016b73a62d0649f7f608955f1aaf816f80f337e05ac2e0489924b7d",
-             "the DefaultStrategy arguments in SegmentationSplatModel.populate_modules"),
+             "the DefaultStrategy arguments in PortableSplatfacto.populate_modules"),
 ]  # fmt: skip
 """Functions are hashed by their source; DefaultStrategy by its fields' names and defaults (the arguments passed)."""
 
@@ -79,7 +79,7 @@ def drift(entry: Mirrored) -> str:
     if sha256 != entry.sha256:
         return (
             f"{name} changed in {entry.package} {version} (recorded at {entry.version}): re-check {entry.recheck} "
-            "in unic_lift_ns/models/backbone.py, then record its version and sha256 in MIRRORED"
+            "in unic_lift_ns/models/portable_splatfacto.py, then record its version and sha256 in MIRRORED"
         )
     if version != entry.version:
         return f"{name} is unchanged in {entry.package} {version}: record that version in MIRRORED"

@@ -19,7 +19,8 @@ from torch import Tensor
 from unic_lift_ns.clustering import assign_nearest
 from unic_lift_ns.collisions import CollisionReport, split_label_collisions
 from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_labels
-from unic_lift_ns.models.backbone import SegmentationSplatModel, world_to_camera
+from unic_lift_ns.models.backbone import SegmentationSplatModel
+from unic_lift_ns.models.portable_splatfacto import world_to_camera
 
 DecodedModel = SegmentationSplatModel
 """What the decodings read: a UniC-Lift model (its config's vote and collision fields, its ``vote_gate``); named
