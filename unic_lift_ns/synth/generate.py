@@ -237,6 +237,30 @@ def scene_settings(cfg: SynthConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items() if k not in ("output", "overwrite")}
 
 
+def _transforms(intr: Intrinsics, stems: List[str], c2ws, train_stems: List[str], eval_stems: List[str]) -> Dict:
+    """nerfstudio's transforms.json: one OPENCV camera without distortion, the views and their split."""
+    return {
+        "camera_model": "OPENCV",
+        "fl_x": intr.focal,
+        "fl_y": intr.focal,
+        "cx": intr.cx,
+        "cy": intr.cy,
+        "w": intr.width,
+        "h": intr.height,
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
+        "ply_file_path": "sparse_pc.ply",
+        "frames": [
+            {"file_path": f"images/{s}.png", "transform_matrix": np.round(m, 8).tolist()} for s, m in zip(stems, c2ws)
+        ],
+        "train_filenames": [f"images/{s}.png" for s in train_stems],
+        "val_filenames": [f"images/{s}.png" for s in eval_stems],
+        "test_filenames": [f"images/{s}.png" for s in eval_stems],
+    }
+
+
 def generate_scene(cfg: SynthConfig) -> Path:
     """Simulate, render and write one scene; returns the scene folder."""
     output = _validate(cfg)
@@ -275,26 +299,7 @@ def generate_scene(cfg: SynthConfig) -> Path:
                 colors.append(cols)
         write_ply(tmp / "sparse_pc.ply", points, colors)
 
-        transforms = {
-            "camera_model": "OPENCV",
-            "fl_x": intr.focal,
-            "fl_y": intr.focal,
-            "cx": intr.cx,
-            "cy": intr.cy,
-            "w": intr.width,
-            "h": intr.height,
-            "k1": 0.0,
-            "k2": 0.0,
-            "p1": 0.0,
-            "p2": 0.0,
-            "ply_file_path": "sparse_pc.ply",
-            "frames": [
-                {"file_path": f"images/{s}.png", "transform_matrix": np.round(m, 8).tolist()} for s, m in zip(stems, c2ws)
-            ],
-            "train_filenames": [f"images/{s}.png" for s in train_stems],
-            "val_filenames": [f"images/{s}.png" for s in eval_stems],
-            "test_filenames": [f"images/{s}.png" for s in eval_stems],
-        }
+        transforms = _transforms(intr, stems, c2ws, train_stems, eval_stems)
         (tmp / "transforms.json").write_text(json.dumps(transforms, indent=2))
         (tmp / "split.json").write_text(json.dumps({"train": train_stems, "eval": eval_stems}, indent=2))
         files = {p.relative_to(tmp).as_posix(): _digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
