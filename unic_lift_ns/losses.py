@@ -1,4 +1,5 @@
-"""Segmentation losses of UniC-Lift (Sec. 3.3, Eqs. 4-7) and triplet mining (Sec. 3.3, appendix A.3).
+"""Segmentation losses of UniC-Lift (Sec. 3.3, Eqs. 4-7) and triplet mining (Sec. 3.3, appendix A.3), plus the
+semantic cross-entropy that the backbone trains for every method.
 
 Conventions shared by the image-space losses:
 

@@ -217,13 +217,8 @@ class UniCLiftModel(SegmentationSplatModel):
     def instance_losses(
         self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]
     ) -> Dict[str, Tensor]:
-        """The 2D instance losses on the rendered embedding: lambda_cluster Eq. 4 and lambda_triplet Eq. 5.
-
-        Args:
-            outputs: training outputs of :meth:`get_outputs`.
-            segments: [H*W] int64 mask segment ids at render size.
-            semantics: [H*W] int64 semantic classes at render size (or None), for cluster_stuff 'label-0'.
-        """
+        """The 2D instance losses on the rendered embedding: lambda_cluster Eq. 4 and lambda_triplet Eq. 5 (arguments
+        as in the backbone's hook; ``semantics`` serves cluster_stuff 'label-0')."""
         cfg, slots = self.config, self.num_segments
         embedding = outputs["embedding"]
         squashed = torch.sigmoid(embedding.reshape(-1, cfg.embedding_dim))
