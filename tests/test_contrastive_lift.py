@@ -166,11 +166,11 @@ def test_clustering_recovers_separated_blobs():
 
 
 def test_semantic_guided_labels_give_stuff_its_own_label():
-    model = make_model(num_points=400, cluster_num_samples=2000, cluster_min_size=20)
+    config = ContrastiveLiftModelConfig(cluster_num_samples=2000, cluster_min_size=20)
+    model = setup_model(config, num_points=400, metadata={"train_cameras": make_cameras(4)})
     with torch.no_grad():  # the half of the Gaussians with x > 0 are "object" (thing), the rest background
         thing = model.means[:, 0] > 0
         model.gauss_params["semantic_logits"][:, 1] = torch.where(thing, 5.0, -5.0)
-    model.cluster_cameras = make_cameras(4)
     model.eval()
     outputs = model.get_outputs_for_camera(make_cameras(1))  # fits the clusters lazily
     assert model.clustering_seconds is not None and model.clustering_seconds > 0

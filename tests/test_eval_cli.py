@@ -331,7 +331,7 @@ def test_outputs_are_checked_before_rendering(trained_run: Path, tmp_path: Path)
 
 
 def test_periodic_eval_scores_the_rendered_views_and_needs_no_gt(trained_run: Path, tmp_path: Path) -> None:
-    """UniCLiftPipeline.get_average_eval_image_metrics (ns-train's eval-all-images, ns-eval) follows the same rule."""
+    """SegmentationPipeline.get_average_eval_image_metrics (ns-train's eval-all-images, ns-eval) follows the same rule."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     scene, config = copy_of_run_scene(trained_run, tmp_path)

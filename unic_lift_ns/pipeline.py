@@ -1,4 +1,5 @@
-"""UniC-Lift pipeline: nerfstudio's VanillaPipeline whose eval-all-images step also scores instances.
+"""The segmentation pipeline of every method: nerfstudio's VanillaPipeline whose eval-all-images step also scores
+instances.
 
 `ns-eval` and the periodic "eval all images" step of `ns-train` then report PQ^scene, SQ, RQ, per-frame PQ and
 mIoU next to PSNR/SSIM for the eval views the dataparser chose, whenever the data folder holds ground truth (gt/).
@@ -21,20 +22,20 @@ from unic_lift_ns.viewer import InstanceViewer
 
 
 @dataclass
-class UniCLiftPipelineConfig(VanillaPipelineConfig):
+class SegmentationPipelineConfig(VanillaPipelineConfig):
     """VanillaPipeline plus instance metrics in evaluation."""
 
-    _target: Type = field(default_factory=lambda: UniCLiftPipeline)
+    _target: Type = field(default_factory=lambda: SegmentationPipeline)
     scene_metrics: bool = True
     """Score the rendered instance labels (PQ^scene, mIoU) when the data folder has gt/."""
 
 
-class UniCLiftPipeline(VanillaPipeline):
+class SegmentationPipeline(VanillaPipeline):
     """Renders every eval view once, reports image metrics and, with ground truth, instance metrics."""
 
-    config: UniCLiftPipelineConfig
+    config: SegmentationPipelineConfig
 
-    def __init__(self, config: UniCLiftPipelineConfig, device: str, *args, **kwargs) -> None:
+    def __init__(self, config: SegmentationPipelineConfig, device: str, *args, **kwargs) -> None:
         super().__init__(config, device, *args, **kwargs)
         self.instance_gui = InstanceViewer(self.model)  # live-viewer instance tools (decoding, pick, isolate, export)
 
@@ -70,3 +71,9 @@ class UniCLiftPipeline(VanillaPipeline):
             metrics.update({k: float(v) for k, v in result.to_dict().items() if v is not None})
         self.train()
         return metrics
+
+
+UniCLiftPipelineConfig = SegmentationPipelineConfig
+UniCLiftPipeline = SegmentationPipeline
+"""The names that config.yml files written before #28 give these classes (``tests/test_old_configs.py`` loads such
+files); new code uses the Segmentation names."""

@@ -18,7 +18,7 @@ from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints, named_checkpo
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 from unic_lift_ns.models.unic_lift import UniCLiftModel
-from unic_lift_ns.pipeline import UniCLiftPipeline
+from unic_lift_ns.pipeline import SegmentationPipeline
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Run:
     """The run's config.yml."""
     config: TrainerConfig
     """Its trainer configuration (checkpoint folder set to where the checkpoint was found)."""
-    pipeline: UniCLiftPipeline
+    pipeline: SegmentationPipeline
     """The loaded pipeline, its model in eval mode."""
     step: int
     """Step of the loaded checkpoint."""

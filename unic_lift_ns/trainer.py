@@ -5,7 +5,7 @@ work, and bad input reported as one line.
   swaps in new per-Gaussian tensors, so after ``--load-dir`` the optimisers would update tensors the model no
   longer uses. Here every optimiser is re-bound to the loaded parameters before its state is restored. The
   pipeline's extra state (random generators, view order, densification statistics; see
-  :meth:`unic_lift_ns.pipeline.UniCLiftPipeline.get_extra_state`) makes a resumed run continue as the uninterrupted
+  :meth:`unic_lift_ns.pipeline.SegmentationPipeline.get_extra_state`) makes a resumed run continue as the uninterrupted
   one would.
 - **Ctrl-C** (SIGINT) or SIGTERM (what ``timeout``, ``docker stop`` and SLURM send) during training finishes the
   current step, saves a checkpoint of it and exits with code 130 or 143; a second signal stops at once.

@@ -21,7 +21,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints
 from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
 from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
-from unic_lift_ns.pipeline import UniCLiftPipelineConfig
+from unic_lift_ns.pipeline import SegmentationPipelineConfig
 from unic_lift_ns.trainer import UniCLiftTrainerConfig
 
 MAX_STEPS = 30000
@@ -93,7 +93,7 @@ def unic_lift_trainer_config() -> UniCLiftTrainerConfig:
         steps_per_eval_all_images=1000,
         max_num_iterations=MAX_STEPS,
         mixed_precision=False,
-        pipeline=UniCLiftPipelineConfig(
+        pipeline=SegmentationPipelineConfig(
             datamanager=UniCLiftDataManagerConfig(cache_images_type="uint8"),
             model=UniCLiftModelConfig(),
         ),

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import torch
-from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from torch import Tensor
 from torch.nn import Parameter
@@ -29,7 +28,7 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
 from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids, guided_thing_classes
 from unic_lift_ns.flag_ranges import ANY, AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
-from unic_lift_ns.pipeline import UniCLiftPipeline, UniCLiftPipelineConfig
+from unic_lift_ns.pipeline import SegmentationPipeline, SegmentationPipelineConfig
 
 
 @dataclass
@@ -92,8 +91,6 @@ class ContrastiveLiftModel(SegmentationSplatModel):
         # never differentiated (rendered detached) and moved only by the EMA.
         self.gauss_params["slow_embeddings"] = Parameter(self.embeddings.detach().clone(), requires_grad=False)
         self._pixel_generator = torch.Generator().manual_seed(0)
-        self.cluster_cameras: Optional[Cameras] = None
-        """Views the clustering samples are rendered from; set by :class:`ContrastiveLiftPipeline`."""
         self.clustering_seconds: Optional[float] = None
         """Wall time of the last :meth:`fit_clusters` (rendering the samples + HDBSCAN), None before any."""
         self._centroids: Optional[ClassCentroids] = None
@@ -173,19 +170,20 @@ class ContrastiveLiftModel(SegmentationSplatModel):
 
     def _clustering_samples(self) -> Tuple[Tensor, Optional[Tensor]]:
         """About ``cluster_num_samples`` rendered fast embeddings [M, D] (and semantic classes [M]) drawn evenly
-        from up to ``cluster_max_views`` random views of :attr:`cluster_cameras`."""
+        from up to ``cluster_max_views`` random views of :attr:`train_cameras`."""
         cfg = self.config
-        if self.cluster_cameras is None:
-            raise RuntimeError("No views to cluster: ContrastiveLiftPipeline sets model.cluster_cameras")
+        cameras = self.train_cameras
+        if cameras is None:
+            raise RuntimeError("No views to cluster: the model's metadata has no 'train_cameras' (the datamanager's)")
         generator = torch.Generator().manual_seed(cfg.cluster_seed)
-        views = torch.randperm(len(self.cluster_cameras), generator=generator)[: cfg.cluster_max_views].tolist()
+        views = torch.randperm(len(cameras), generator=generator)[: cfg.cluster_max_views].tolist()
         per_view = -(-cfg.cluster_num_samples // len(views))
         embeddings, classes, guided = [], [], self.thing_classes is not None
         was_training, self._sampling = self.training, True
         self.eval()
         try:
             for view in views:
-                outputs = self.get_outputs_for_camera(self.cluster_cameras[view : view + 1])
+                outputs = self.get_outputs_for_camera(cameras[view : view + 1])
                 flat = outputs["embedding"].reshape(-1, cfg.embedding_dim)
                 pick = torch.randperm(flat.shape[0], generator=generator)[:per_view].to(flat.device)
                 embeddings.append(flat[pick])
@@ -211,26 +209,16 @@ class ContrastiveLiftModel(SegmentationSplatModel):
 
 
 @dataclass
-class ContrastiveLiftPipelineConfig(UniCLiftPipelineConfig):
-    """UniC-Lift pipeline that hands the training views to the model for clustering."""
+class ContrastiveLiftPipelineConfig(SegmentationPipelineConfig):
+    """The segmentation pipeline, refitting Contrastive Lift's clusters before every full evaluation."""
 
     _target: Type = field(default_factory=lambda: ContrastiveLiftPipeline)
 
 
-class ContrastiveLiftPipeline(UniCLiftPipeline):
-    """Gives the model its clustering views and refits the clusters before every full evaluation."""
+class ContrastiveLiftPipeline(SegmentationPipeline):
+    """Refits the clusters before every full evaluation."""
 
     config: ContrastiveLiftPipelineConfig
-
-    def __init__(
-        self,
-        config: ContrastiveLiftPipelineConfig,
-        device: str,
-        test_mode: Literal["test", "val", "inference"] = "val",
-        **kwargs,
-    ) -> None:
-        super().__init__(config, device, test_mode, **kwargs)
-        self.model.cluster_cameras = self.datamanager.train_dataset.cameras
 
     def get_average_eval_image_metrics(self, *args, **kwargs) -> Dict[str, float]:
         """Refit the clusters on the current embeddings, then render and score every eval view; also reports the

@@ -123,6 +123,12 @@ class SegmentationSplatModel(PortableSplatfacto):
         return max(counts.values()) if counts else None
 
     @property
+    def train_cameras(self) -> Optional[Cameras]:
+        """The train views (the datamanager passes them in the model's metadata), which the collision split and
+        Contrastive Lift's clustering project into or render; None without them."""
+        return self.kwargs.get("metadata", {}).get("train_cameras")
+
+    @property
     def semantic_logits(self) -> Optional[Tensor]:
         return self.gauss_params["semantic_logits"] if "semantic_logits" in self.gauss_params else None
 

@@ -150,7 +150,7 @@ class GaussianVotes(Decoding):
         def build() -> Tuple[Tensor, CollisionReport]:
             labels = embedding_to_label(model.embeddings)
             voting = model.vote_gate.voting(model)
-            cameras = model.kwargs["metadata"]["train_cameras"]
+            cameras = model.train_cameras
             split_codes, report = split_label_collisions(
                 model.means[voting].cpu().numpy(), labels[voting].cpu().numpy(),
                 world_to_camera(cameras.camera_to_worlds).cpu().numpy(), cameras.get_intrinsics_matrices().numpy(),

@@ -199,7 +199,7 @@ class UniCLiftModel(SegmentationSplatModel):
 
     def decoding_changed(self) -> None:
         """Refuse split_collisions without the train cameras it projects into."""
-        if self.config.split_collisions and "train_cameras" not in self.kwargs.get("metadata", {}):
+        if self.config.split_collisions and self.train_cameras is None:
             raise InputError(
                 "--pipeline.model.split-collisions needs the train cameras, which the unic-lift datamanager passes "
                 "in the model's metadata ('train_cameras')"
