@@ -24,7 +24,7 @@ $(TEST_STAMP): $(STAMP)
 	@touch $@
 
 # CPU demo: `ns-train unic-lift-cpu`, the paper's recipe on a 1000-step schedule (full resolution from step 400,
-# densification until 500, triplet and 3D losses from 500; unic_lift_ns/unic_lift_methods.py), then PQ^scene/mIoU/PSNR
+# densification until 500, triplet and 3D losses from 500; unic_lift_ns/cpu_recipe.py), then PQ^scene/mIoU/PSNR
 # on the eval views next to the 2D baselines, with the paper's decoding of the rendered embedding and with
 # per-Gaussian votes and with the nearest code a voting Gaussian holds (--pipeline.model.instance-decoding).
 DEMO_RUN := $(shell date +%Y-%m-%d_%H%M%S)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import make_scene
 from unic_lift_ns.comparison.budgets import BUDGETS, CPU_SMALL
-from unic_lift_ns.comparison.methods import (
+from unic_lift_ns.comparison.variants import (
     GAUSSIAN_CLUSTERING_PAPER_LABELS,
     VARIANTS,
     select_variants,
@@ -23,7 +23,7 @@ from unic_lift_ns.comparison.run import train_command
 from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import COLUMNS
 from unic_lift_ns.eval.evaluate import TRACKED, UNTRACKED
-from unic_lift_ns.unic_lift_methods import unic_lift_cpu_trainer_config
+from unic_lift_ns.method_configs import unic_lift_cpu_trainer_config
 from unic_lift_ns.scripts.bench import BenchConfig
 from unic_lift_ns.synth.generate import SynthConfig
 

@@ -13,11 +13,11 @@ import torch
 from device_audit import DeviceAudit, DeviceLeak, unaudited_kernels
 from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
-from unic_lift_ns.baselines.baseline_methods import contrastive_lift_trainer_config, gaussian_clustering_trainer_config
+from unic_lift_ns.method_configs import contrastive_lift_trainer_config, gaussian_clustering_trainer_config
 from unic_lift_ns.export.instances import export_instances, model_splats
 from unic_lift_ns.rasterization import use_kernels
 from unic_lift_ns.rasterization.reference_kernels import reference_kernels
-from unic_lift_ns.unic_lift_methods import unic_lift_trainer_config
+from unic_lift_ns.method_configs import unic_lift_trainer_config
 
 # the Gaussians are refined every REFINE_EVERY steps; every loss of each method is on from step 0
 REFINE_EVERY = 3

@@ -11,11 +11,11 @@ from typing import List
 
 import pytest
 
-from unic_lift_ns.baselines.baseline_methods import contrastive_lift_method, gaussian_clustering_method
+from unic_lift_ns.method_configs import contrastive_lift_method, gaussian_clustering_method
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.flag_ranges import Range, check_flag_ranges, numeric_fields, ranges_of
 from unic_lift_ns.trainer import EXIT_BAD_INPUT
-from unic_lift_ns.unic_lift_methods import unic_lift_cpu_method, unic_lift_method
+from unic_lift_ns.method_configs import unic_lift_cpu_method, unic_lift_method
 
 METHODS = {spec.config.method_name: spec.config for spec in
            (unic_lift_method, unic_lift_cpu_method, contrastive_lift_method, gaussian_clustering_method)}  # fmt: skip

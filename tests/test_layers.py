@@ -22,8 +22,8 @@ LAYERS: List[List[str]] = [
     ["viewer"],
     ["pipeline"],
     ["baselines.contrastive_lift", "baselines.gaussian_clustering"],
-    ["unic_lift_methods", "runs"],
-    ["baselines.baseline_methods"],
+    ["cpu_recipe", "runs"],
+    ["method_configs"],
     ["comparison"],
     ["scripts"],
 ]  # fmt: skip

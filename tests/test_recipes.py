@@ -11,7 +11,8 @@ from typing import Dict, List
 import tyro
 from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
 
-from unic_lift_ns.unic_lift_methods import CPU_SCHEDULE, MAX_STEPS, PAPER_SCHEDULE, unic_lift_cpu_trainer_config
+from unic_lift_ns.cpu_recipe import CPU_SCHEDULE, MAX_STEPS, PAPER_SCHEDULE
+from unic_lift_ns.method_configs import unic_lift_cpu_trainer_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import make_scene
 from unic_lift_ns.data.label_maps import read_label_map, write_label_map
-from unic_lift_ns.unic_lift_methods import unic_lift_trainer_config
+from unic_lift_ns.method_configs import unic_lift_trainer_config
 from unic_lift_ns.trainer import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 BIN = Path(sys.executable).parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Union
 
-from unic_lift_ns.unic_lift_methods import (
+from unic_lift_ns.cpu_recipe import (
     CPU_DENSIFY_GRAD_THRESH,
     CPU_LEARNING_RATES,
     CPU_SCHEDULE,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from unic_lift_ns.comparison.budgets import Budget
-from unic_lift_ns.comparison.methods import Variant
+from unic_lift_ns.comparison.variants import Variant
 from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
 from unic_lift_ns.eval.evaluate import EvalResult, score_rendered
 from unic_lift_ns.eval.rendered_views import RenderedViews, render_eval_views

@@ -20,7 +20,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tqdm import tqdm
 
 from unic_lift_ns.comparison.budgets import BUDGETS, Budget
-from unic_lift_ns.comparison.methods import UNIC_LIFT, VARIANTS, Variant, select_variants, training_groups
+from unic_lift_ns.comparison.variants import UNIC_LIFT, VARIANTS, Variant, select_variants, training_groups
 from unic_lift_ns.comparison.run import RunFailed, evaluate_logged, train_variant
 from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import Row, write_tables
