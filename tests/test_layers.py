@@ -18,7 +18,7 @@ LAYERS: List[List[str]] = [
     ["instance_codes", "collisions", "lazy_lpips", "checkpoints", "flag_ranges", "safe_files", "losses", "clustering", "rasterization",
      "data.label_maps", "synth", "export.ply", "baselines.contrastive_lift_losses", "baselines.gaussian_clustering_losses"],
     ["data.dataset", "data.datamanager", "eval", "export.instances", "trainer", "masks"],
-    ["model", "models"],
+    ["models"],
     ["viewer"],
     ["pipeline"],
     ["baselines.contrastive_lift", "baselines.gaussian_clustering"],

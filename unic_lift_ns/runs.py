@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
-from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints, named_checkpoint_errors
+from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints, checkpoint_dir, named_checkpoint_errors
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 from unic_lift_ns.models.unic_lift import UniCLiftModel
@@ -47,15 +47,6 @@ class Run:
     def name(self) -> str:
         """Method and step, e.g. ``unic-lift (step 999)``."""
         return f"{self.config.method_name} (step {self.step})"
-
-
-def checkpoint_dir(config_path: Path, config: TrainerConfig, flag: str) -> Path:
-    """The run's checkpoint folder: next to config.yml (a moved run), else where the config says."""
-    folders = (config_path.parent / config.relative_model_dir, config.get_checkpoint_dir())
-    for folder in folders:
-        if folder.is_dir() and any(folder.glob("step-*.ckpt")):
-            return folder.resolve()
-    raise FileNotFoundError(f"{flag}: no step-*.ckpt checkpoint next to {config_path} or in {folders[1]}")
 
 
 def read_run_config(config_path: Path, flag: str = "--load-config") -> TrainerConfig:

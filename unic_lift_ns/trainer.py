@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Literal, NoReturn, Optional, Type
 
-import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from unic_lift_ns.checkpoints import named_checkpoint_errors
+from unic_lift_ns.checkpoints import latest_checkpoint, load_checkpoint_file, named_checkpoint_errors
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, Range, check_flag_ranges
 
@@ -97,31 +96,6 @@ class UniCLiftTrainerConfig(TrainerConfig):
             exit_bad_input(self.method_name, f"--output-dir: cannot write the run folder {self.get_base_dir()} ({err})")
 
 
-def load_checkpoint_file(path: Path, flag: str) -> Dict[str, Any]:
-    """Load a nerfstudio checkpoint on the CPU, or raise :class:`InputError` naming ``path`` and ``flag``."""
-    if not path.is_file():
-        raise InputError(f"{flag}: checkpoint {path} does not exist")
-    if path.stat().st_size == 0:
-        raise InputError(f"{flag}: checkpoint {path} is empty (0 bytes; was its writing interrupted?)")
-    with named_checkpoint_errors(flag, path):
-        state = torch.load(path, map_location="cpu")
-    missing = [key for key in ("step", "pipeline", "optimizers") if not isinstance(state, dict) or key not in state]
-    if missing:
-        raise InputError(f"{flag}: {path} is not a nerfstudio checkpoint (missing {', '.join(missing)})")
-    return state
-
-
-def latest_checkpoint(load_dir: Path, load_step: Optional[int]) -> Path:
-    """``load_dir/step-<load_step>.ckpt``, or the newest ``step-*.ckpt`` there; other files are ignored."""
-    if not load_dir.is_dir():
-        raise InputError(f"--load-dir: {load_dir} is not a folder")
-    if load_step is not None:
-        return load_dir / f"step-{load_step:09d}.ckpt"
-    numbers = (path.stem[len("step-") :] for path in load_dir.glob("step-*.ckpt"))
-    steps = sorted(int(number) for number in numbers if number.isdigit())
-    if not steps:
-        raise InputError(f"--load-dir: no step-*.ckpt checkpoint in {load_dir}")
-    return load_dir / f"step-{steps[-1]:09d}.ckpt"
 
 
 class UniCLiftTrainer(Trainer):

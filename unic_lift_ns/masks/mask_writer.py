@@ -29,7 +29,7 @@ from unic_lift_ns.errors import InputError, few
 from unic_lift_ns.masks.classical import ClassicalOptions, ClassicalSegmenter
 from unic_lift_ns.masks.hf_segmenters import PanopticOptions, SamOptions, load_hf_segmenter
 from unic_lift_ns.masks.segmenter import CLASSICAL, Segmenter
-from unic_lift_ns.masks.segments import LabelMaps, label_maps
+from unic_lift_ns.masks.segments import LabelMaps, paint_label_maps
 
 RECORD = "masks.json"
 """File in the instance mask folder that records how its masks were made."""
@@ -110,7 +110,7 @@ class MasksConfig:
             batch = todo[start : start + self.batch_size]
             pixels = [self.read_image(path) for path in batch]
             for path, segments in zip(batch, segmenter.segment(pixels)):
-                maps = label_maps(
+                maps = paint_label_maps(
                     segments,
                     min_area=self.min_area,
                     max_segments=2**self.embedding_dim - 1,

@@ -1,7 +1,7 @@
 """One view's 2D segments and the rule that turns them into the label maps training reads.
 
 A segmenter returns candidate segments: overlapping boolean masks (Segment Anything) or a label map whose segments
-do not overlap (a panoptic model, superpixels). :func:`label_maps` applies one documented rule to both:
+do not overlap (a panoptic model, superpixels). :func:`paint_label_maps` applies one documented rule to both:
 
 1. Candidates smaller than ``min_area`` pixels are dropped.
 2. Overlaps (masks only) are resolved by ``order``: ``"area"`` paints the largest mask first and the smallest
@@ -74,7 +74,7 @@ class LabelMaps:
     """Segments dropped by the ``max_segments`` cap (step 5)."""
 
 
-def label_maps(
+def paint_label_maps(
     segments: Segments,
     min_area: int,
     max_segments: int,
