@@ -21,6 +21,7 @@ LAYERS: List[List[str]] = [
     ["models"],
     ["viewer"],
     ["pipeline"],
+    ["baselines.clustering_model"],
     ["baselines.contrastive_lift", "baselines.gaussian_clustering"],
     ["cpu_recipe", "runs"],
     ["method_configs"],

@@ -25,14 +25,14 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
     partition_pixels,
     slow_fast_contrastive_loss,
 )
-from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids, guided_thing_classes
+from unic_lift_ns.baselines.clustering_model import ClusteringModel, ClusteringModelConfig
+from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids
 from unic_lift_ns.flag_ranges import ANY, AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range
-from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 from unic_lift_ns.pipeline import SegmentationPipeline, SegmentationPipelineConfig
 
 
 @dataclass
-class ContrastiveLiftModelConfig(SegmentationSplatModelConfig):
+class ContrastiveLiftModelConfig(ClusteringModelConfig):
     """Contrastive Lift's instance field and losses on the segmentation backbone (Splatfacto)."""
 
     _target: Type = field(default_factory=lambda: ContrastiveLiftModel)
@@ -52,41 +52,30 @@ class ContrastiveLiftModelConfig(SegmentationSplatModelConfig):
     """Rendered embeddings clustered after training (Sec. 3: 10^5)."""
     cluster_max_views: int = 100
     """Training views the clustered embeddings are drawn from (Sec. 3: 100 random viewpoints)."""
-    cluster_min_size: int = 100
-    """HDBSCAN minimum cluster size, in samples (appendix B.3 tunes it; smaller for more objects)."""
     cluster_min_samples: Optional[int] = None
     """HDBSCAN min_samples (core-distance neighbourhood); None = cluster_min_size."""
-    semantic_guided_clustering: bool = True
-    """Cluster each predicted thing class separately and give stuff pixels their class label (appendix B.3);
-    needs the semantic head (num_semantic_classes > 0)."""
-    stuff_classes: Tuple[int, ...] = (0,)
-    """Semantic classes that are stuff (Messy Rooms: background); stuff class k of this list gets label k and
-    the thing clusters the labels after them."""
     cluster_seed: int = 0
     """Seed of the view and pixel draws of the clustering samples."""
 
     flag_ranges: ClassVar[Dict[str, Range]] = {
         "slow_fast_loss_weight": AT_LEAST_0, "concentration_loss_weight": AT_LEAST_0, "rbf_gamma": POSITIVE,
         "slow_momentum": UNIT, "max_pixels": Range(2), "cluster_num_samples": AT_LEAST_1,
-        "cluster_max_views": AT_LEAST_1, "cluster_min_size": Range(2, why="HDBSCAN's smallest cluster size"),
-        "cluster_min_samples": AT_LEAST_1, "stuff_classes": AT_LEAST_0, "cluster_seed": ANY,
+        "cluster_max_views": AT_LEAST_1, "cluster_min_samples": AT_LEAST_1, "cluster_seed": ANY,
     }  # fmt: skip
     """Allowed values of Contrastive Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
-    decoding_fields: ClassVar[Tuple[str, ...]] = (
-        "cluster_num_samples", "cluster_max_views", "cluster_min_size", "cluster_min_samples",
-        "semantic_guided_clustering", "stuff_classes", "cluster_seed",
+    decoding_fields: ClassVar[Tuple[str, ...]] = ClusteringModelConfig.decoding_fields + (
+        "cluster_num_samples", "cluster_max_views", "cluster_min_samples", "cluster_seed",
     )  # fmt: skip
     """The clustering's settings: what ``set_decoding`` may change (the clusters are then fitted again)."""
 
 
-class ContrastiveLiftModel(SegmentationSplatModel):
+class ContrastiveLiftModel(ClusteringModel):
     """Fast and slow per-Gaussian embeddings, slow-fast losses and HDBSCAN + nearest-centroid labels."""
 
     config: ContrastiveLiftModelConfig
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        guided_thing_classes(self.config)  # a bad --pipeline.model.stuff-classes fails here, before training
         # Per Gaussian like the fast embedding, so gsplat's strategy duplicates, splits and prunes it alongside;
         # never differentiated (rendered detached) and moved only by the EMA.
         self.gauss_params["slow_embeddings"] = Parameter(self.embeddings.detach().clone(), requires_grad=False)
@@ -95,11 +84,6 @@ class ContrastiveLiftModel(SegmentationSplatModel):
         """Wall time of the last :meth:`fit_clusters` (rendering the samples + HDBSCAN), None before any."""
         self._centroids: Optional[ClassCentroids] = None
         self._sampling = False
-
-    @property
-    def thing_classes(self) -> Optional[List[int]]:
-        """The classes clustered separately (semantic guidance), or None: all pixels in one group."""
-        return guided_thing_classes(self.config, self.semantic_head_trained())
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         """Load the Gaussians and forget centroids fitted to other weights."""

@@ -30,13 +30,13 @@ from unic_lift_ns.baselines.gaussian_clustering_losses import (
     spatial_neighbours,
     spatial_similarity_loss,
 )
-from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids, guided_thing_classes
+from unic_lift_ns.baselines.clustering_model import ClusteringModel, ClusteringModelConfig
+from unic_lift_ns.clustering import ClassCentroids, fit_class_centroids
 from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range
-from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 
 
 @dataclass
-class GaussianClusteringModelConfig(SegmentationSplatModelConfig):
+class GaussianClusteringModelConfig(ClusteringModelConfig):
     """Contrastive Gaussian Clustering: per-Gaussian features, L_CC, spatial-similarity regularisation, clustering."""
 
     _target: Type = field(default_factory=lambda: GaussianClusteringModel)
@@ -67,42 +67,32 @@ class GaussianClusteringModelConfig(SegmentationSplatModelConfig):
     cluster_max_samples: int = 20000
     """HDBSCAN clusters at most this many Gaussians' features (a fixed random subset); all are then assigned."""
     cluster_min_size: int = 50
-    """HDBSCAN's minimum cluster size, in sampled Gaussians."""
     cluster_min_opacity: float = 0.0
     """Only Gaussians at least this opaque are clustered (all are then assigned); 0 = all of them (paper). Nearly
     transparent Gaussians get little gradient and keep features near their random start."""
-    semantic_guided_clustering: bool = False
-    """Cluster the Gaussians of each predicted thing class separately and give stuff their class label, as
-    Contrastive Lift does (its appendix B.3); False = one clustering of all Gaussians (paper). Needs the semantic
-    head (num_semantic_classes > 0)."""
-    stuff_classes: Tuple[int, ...] = (0,)
-    """Semantic classes that are stuff, with semantic guidance: stuff class k of this list gets label k and the
-    thing clusters the labels after them."""
+    semantic_guided_clustering: bool = False  # the paper clusters all Gaussians together
 
     flag_ranges: ClassVar[Dict[str, Range]] = {
         "contrastive_loss_weight": AT_LEAST_0, "contrastive_every": AT_LEAST_0, "contrastive_alpha": POSITIVE,
         "min_temperature": POSITIVE, "spatial_every": AT_LEAST_0, "spatial_num_anchors": AT_LEAST_1,
         "spatial_num_near": AT_LEAST_1, "spatial_num_far": AT_LEAST_1, "near_weight": AT_LEAST_0,
         "far_weight": AT_LEAST_0, "spatial_refresh_every": AT_LEAST_1, "cluster_max_samples": AT_LEAST_1,
-        "cluster_min_size": Range(2, why="HDBSCAN's smallest cluster size"), "cluster_min_opacity": UNIT,
-        "stuff_classes": AT_LEAST_0,
+        "cluster_min_opacity": UNIT,
     }  # fmt: skip
     """Allowed values of Gaussian clustering's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
-    decoding_fields: ClassVar[Tuple[str, ...]] = (
-        "cluster_max_samples", "cluster_min_size", "cluster_min_opacity", "semantic_guided_clustering",
-        "stuff_classes",
+    decoding_fields: ClassVar[Tuple[str, ...]] = ClusteringModelConfig.decoding_fields + (
+        "cluster_max_samples", "cluster_min_opacity",
     )  # fmt: skip
     """The clustering's settings: what ``set_decoding`` may change (the clusters follow them)."""
 
 
-class GaussianClusteringModel(SegmentationSplatModel):
+class GaussianClusteringModel(ClusteringModel):
     """The segmentation backbone with the losses and the clustering-based labels of Contrastive Gaussian Clustering."""
 
     config: GaussianClusteringModelConfig
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        guided_thing_classes(self.config)  # a bad --pipeline.model.stuff-classes fails here, before training
         self.clustering_seconds = 0.0  # wall time of the latest (lazy) fit of the clustering, for the bench
         self._centroids: Optional[ClassCentroids] = None
         self._centroids_key: Optional[Tuple] = None
@@ -110,11 +100,6 @@ class GaussianClusteringModel(SegmentationSplatModel):
         self._spatial_generator.manual_seed(0)
 
     # ------------------------------------------------------------------------------------------ labels
-
-    @property
-    def thing_classes(self) -> Optional[List[int]]:
-        """The classes clustered separately (semantic guidance), or None: all Gaussians in one group."""
-        return guided_thing_classes(self.config, self.semantic_head_trained())
 
     def centroids(self) -> ClassCentroids:
         """Unit-norm cluster centroids of the Gaussians' normalised features (per predicted thing class with semantic
