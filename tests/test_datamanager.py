@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-from unic_lift_ns.data.datamanager import UniCLiftDataManager, UniCLiftDataManagerConfig
+from unic_lift_ns.data.datamanager import SegmentationDataManager, SegmentationDataManagerConfig
 from unic_lift_ns.data.label_maps import number_segments, read_label_map, resize_label_map, write_label_map
 
 NUM_TRAIN = 14  # the 16-view tiny scene holds out views 0 and 8
@@ -26,12 +26,12 @@ def scene(tiny_scene: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_scene, tmp_path / "scene"))
 
 
-def setup(scene: Path, device: str = "cpu", **overrides) -> UniCLiftDataManager:
+def setup(scene: Path, device: str = "cpu", **overrides) -> SegmentationDataManager:
     overrides.setdefault("dataparser", NerfstudioDataParserConfig(load_3D_points=True))
-    return UniCLiftDataManagerConfig(data=scene, **overrides).setup(device=device)
+    return SegmentationDataManagerConfig(data=scene, **overrides).setup(device=device)
 
 
-def train_batches(manager: UniCLiftDataManager) -> Dict[Path, dict]:
+def train_batches(manager: SegmentationDataManager) -> Dict[Path, dict]:
     """One batch of every train view, by image file, through next_train."""
     batches = {}
     for step in range(len(manager.train_dataset)):
@@ -134,7 +134,7 @@ def test_semantic_masks_can_be_disabled(scene: Path) -> None:
 
 
 def test_mask_fraction_keeps_a_seeded_quarter_of_train_masks(scene: Path) -> None:
-    def kept(seed: int) -> Tuple[set, UniCLiftDataManager]:
+    def kept(seed: int) -> Tuple[set, SegmentationDataManager]:
         manager = setup(scene, mask_fraction=0.25, mask_seed=seed)
         views = {path.name for path, batch in train_batches(manager).items() if "instance_mask" in batch}
         return views, manager

@@ -22,7 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import setup_model
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
+from unic_lift_ns.data.datamanager import SegmentationDataManagerConfig
 from unic_lift_ns.instance_codes import OVERLAY_DIM, instance_overlay, label_palette
 from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
 from unic_lift_ns.pipeline import SegmentationPipelineConfig
@@ -60,7 +60,7 @@ def test_overlay_blends_and_highlights_the_selection():
 
 def test_viewer_finds_the_elements_on_the_pipeline(tiny_scene: Path):
     """GARField's layout: the GUI is on the pipeline (which nerfstudio's viewer parses), the model holds none."""
-    datamanager = UniCLiftDataManagerConfig(data=tiny_scene, dataparser=NerfstudioDataParserConfig(load_3D_points=True))
+    datamanager = SegmentationDataManagerConfig(data=tiny_scene, dataparser=NerfstudioDataParserConfig(load_3D_points=True))
     config = SegmentationPipelineConfig(datamanager=datamanager, model=UniCLiftModelConfig())
     pipeline = config.setup(device="cpu", test_mode="inference")
     names = {path.split("/")[-1] for path, _ in parse_object(pipeline, ViewerElement, "Custom Elements")}

@@ -8,7 +8,7 @@ from typing import Sequence
 class InputError(ValueError):
     """Bad input found before work starts; the message names the file or flag and says how to fix it.
 
-    ``ns-train`` (through :class:`unic_lift_ns.trainer.UniCLiftTrainer`) and the ``unic-lift-*`` scripts print it
+    ``ns-train`` (through :class:`unic_lift_ns.trainer.SegmentationTrainer`) and the ``unic-lift-*`` scripts print it
     as one red line and exit with code 2.
     """
 

@@ -28,11 +28,11 @@ from unic_lift_ns.cpu_recipe import (
     CPU_STEPS,
     MAX_STEPS,
 )
-from unic_lift_ns.data.datamanager import UniCLiftDataManagerConfig
+from unic_lift_ns.data.datamanager import SegmentationDataManagerConfig
 from unic_lift_ns.models.backbone import SegmentationSplatModelConfig
 from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
 from unic_lift_ns.pipeline import SegmentationPipelineConfig
-from unic_lift_ns.trainer import UniCLiftTrainerConfig
+from unic_lift_ns.trainer import SegmentationTrainerConfig
 
 allow_nerfstudio_checkpoints()  # ns-eval / ns-viewer / ns-export import this module before loading
 
@@ -46,14 +46,14 @@ def segmentation_trainer_config(
     model: SegmentationSplatModelConfig,
     embedding_lr: float,
     pipeline: Optional[SegmentationPipelineConfig] = None,
-) -> UniCLiftTrainerConfig:
+) -> SegmentationTrainerConfig:
     """The trainer configuration every method shares: the segmentation pipeline with ``model``, Splatfacto's
     optimisers for geometry and colour, Adam at ``embedding_lr`` for the per-Gaussian embeddings and the semantic
     head's, 30k steps. The live viewer listens on 127.0.0.1 only (it has no authentication);
     `--viewer.websocket-host 0.0.0.0` opens it to the network."""
     pipeline = pipeline or SegmentationPipelineConfig()
-    pipeline.datamanager, pipeline.model = UniCLiftDataManagerConfig(cache_images_type="uint8"), model
-    return UniCLiftTrainerConfig(
+    pipeline.datamanager, pipeline.model = SegmentationDataManagerConfig(cache_images_type="uint8"), model
+    return SegmentationTrainerConfig(
         method_name=method_name,
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
@@ -80,14 +80,14 @@ def segmentation_trainer_config(
     )
 
 
-def unic_lift_trainer_config() -> UniCLiftTrainerConfig:
+def unic_lift_trainer_config() -> SegmentationTrainerConfig:
     """`unic-lift`: the paper's recipe, with Adam at 1e-4 for the embeddings and the linear layer W."""
     config = segmentation_trainer_config("unic-lift", UniCLiftModelConfig(), embedding_lr=1e-4)
     config.optimizers["triplet_projection"] = _adam(1e-4)
     return config
 
 
-def unic_lift_cpu_trainer_config(steps: int = CPU_STEPS) -> UniCLiftTrainerConfig:
+def unic_lift_cpu_trainer_config(steps: int = CPU_STEPS) -> SegmentationTrainerConfig:
     """`unic-lift-cpu`: `unic-lift` on the CPU for ``steps`` steps with CPU_SCHEDULE scaled to them, the CPU
     learning rates and densification threshold, nearest-code decoding and no periodic eval or checkpoint.
     Refinement every 100 steps, the opacity resets and the learning-rate decays keep the paper's step counts, as
@@ -107,7 +107,7 @@ def unic_lift_cpu_trainer_config(steps: int = CPU_STEPS) -> UniCLiftTrainerConfi
     return config
 
 
-def gaussian_clustering_trainer_config() -> UniCLiftTrainerConfig:
+def gaussian_clustering_trainer_config() -> SegmentationTrainerConfig:
     """`gaussian-clustering`: Contrastive Gaussian Clustering's losses and labels on the segmentation backbone.
 
     The 16-d features learn with Adam at 3DGS's colour learning rate (0.0025). They are rendered every step
@@ -117,7 +117,7 @@ def gaussian_clustering_trainer_config() -> UniCLiftTrainerConfig:
     return segmentation_trainer_config("gaussian-clustering", GaussianClusteringModelConfig(), embedding_lr=0.0025)
 
 
-def contrastive_lift_trainer_config() -> UniCLiftTrainerConfig:
+def contrastive_lift_trainer_config() -> SegmentationTrainerConfig:
     """`contrastive-lift`: Contrastive Lift's slow-fast losses and HDBSCAN labels on the segmentation backbone.
 
     The fast embeddings learn with Adam at 3DGS's colour learning rate (0.0025): unlike UniC-Lift's sigmoid-decoded

@@ -1,7 +1,7 @@
 """Full-image datamanager that serves UniC-Lift's instance and semantic masks with each image.
 
 Masks go through the same steps as their image: nearest-neighbour resizing to the loaded image size (see
-:class:`~unic_lift_ns.data.dataset.UniCLiftDataset`), undistortion of perspective cameras with the image's new
+:class:`~unic_lift_ns.data.dataset.SegmentationDataset`), undistortion of perspective cameras with the image's new
 intrinsics and crop (nearest-neighbour), caching and moving to the model's device.
 """
 
@@ -24,7 +24,7 @@ from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
-from unic_lift_ns.data.dataset import MASK_IGNORE_VALUES, UniCLiftDataset
+from unic_lift_ns.data.dataset import MASK_IGNORE_VALUES, SegmentationDataset
 from unic_lift_ns.data.label_maps import LABEL_MAP_SUFFIXES, number_segments
 from unic_lift_ns.errors import InputError, few
 from unic_lift_ns.flag_ranges import ANY, AT_LEAST_0, AT_LEAST_1, POSITIVE, Range, check_flag_ranges
@@ -38,10 +38,10 @@ key (``frames``, a frame's ``transform_matrix``), an assertion on its content ("
 
 
 @dataclass
-class UniCLiftDataManagerConfig(FullImageDatamanagerConfig):
+class SegmentationDataManagerConfig(FullImageDatamanagerConfig):
     """Full images with per-view instance masks (and optional semantic masks), for any dataparser."""
 
-    _target: Type = field(default_factory=lambda: UniCLiftDataManager)
+    _target: Type = field(default_factory=lambda: SegmentationDataManager)
     dataparser: AnnotatedDataParserUnion = field(
         default_factory=lambda: NerfstudioDataParserConfig(load_3D_points=True)
     )
@@ -75,15 +75,15 @@ class UniCLiftDataManagerConfig(FullImageDatamanagerConfig):
     """Allowed values of the numeric fields (:mod:`unic_lift_ns.flag_ranges`), checked before any data loads."""
 
 
-class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
+class SegmentationDataManager(FullImageDatamanager[SegmentationDataset]):
     """FullImageDatamanager whose batches also hold ``instance_mask`` and, where present, ``semantic_mask``
     (int64 [H, W] on the model's device). Views without a mask file train on RGB only."""
 
-    config: UniCLiftDataManagerConfig
+    config: SegmentationDataManagerConfig
 
     def __init__(
         self,
-        config: UniCLiftDataManagerConfig,
+        config: SegmentationDataManagerConfig,
         device: torch.device | str = "cpu",
         test_mode: Literal["test", "val", "inference"] = "val",
         world_size: int = 1,
@@ -132,7 +132,7 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
                      _mask_summary("eval", self.eval_dataset, self.cached_eval)]  # fmt: skip
         CONSOLE.log(f"UniC-Lift masks: {'; '.join(summaries)} (views without instance IDs use RGB only)")
 
-    def create_train_dataset(self) -> UniCLiftDataset:
+    def create_train_dataset(self) -> SegmentationDataset:
         return self.dataset_type(
             dataparser_outputs=self.train_dataparser_outputs,
             scale_factor=self.config.camera_res_scale_factor,
@@ -143,7 +143,7 @@ class UniCLiftDataManager(FullImageDatamanager[UniCLiftDataset]):
             mask_scale=self.config.mask_scale,
         )
 
-    def create_eval_dataset(self) -> UniCLiftDataset:
+    def create_eval_dataset(self) -> SegmentationDataset:
         return self.dataset_type(
             dataparser_outputs=self.dataparser.get_dataparser_outputs(split=self.test_split),
             scale_factor=self.config.camera_res_scale_factor,
@@ -276,7 +276,7 @@ def _undistort_masks(data: Dict, camera: Cameras) -> None:
             data[key] = undistorted
 
 
-def _mask_summary(split: str, dataset: UniCLiftDataset, cache: List[Dict[str, torch.Tensor]]) -> str:
+def _mask_summary(split: str, dataset: SegmentationDataset, cache: List[Dict[str, torch.Tensor]]) -> str:
     """How many views of a split have instance IDs, no mask (RGB only), an all-0 mask, and a semantic mask."""
     num_without = sum(path is None for path in dataset.instance_mask_paths)
     num_empty = sum(bool("instance_mask" in data and not data["instance_mask"].any()) for data in cache)
@@ -286,3 +286,9 @@ def _mask_summary(split: str, dataset: UniCLiftDataset, cache: List[Dict[str, to
         f"{len(dataset) - num_without - num_empty} of {len(dataset)} {split} views with instance IDs, "
         f"{num_without} without a mask{dropped}, {num_empty} with an all-0 mask, {num_semantic} with a semantic mask"
     )
+
+
+UniCLiftDataManagerConfig = SegmentationDataManagerConfig
+UniCLiftDataManager = SegmentationDataManager
+"""The names that config.yml files written before #28 give these classes (``tests/test_old_configs.py`` loads such
+files); new code uses the Segmentation names."""

@@ -24,7 +24,7 @@ MASK_IGNORE_VALUES = {"instance_mask": 0, "semantic_mask": 255}
 """Batch keys of the masks and the value that marks their unlabelled pixels."""
 
 
-class UniCLiftDataset(InputDataset):
+class SegmentationDataset(InputDataset):
     """Images plus ``instance_mask`` (int64 [H, W], 0 = ignore) and, where present, ``semantic_mask``
     (int64 [H, W], 255 = ignore). A view without a mask file simply has no such key.
 
