@@ -22,7 +22,7 @@ from unic_lift_ns.pipeline import SegmentationPipeline
 
 
 @dataclass
-class Run:
+class LoadedRun:
     """A trained run of ``unic-lift`` or one of the baselines, loaded from its latest checkpoint."""
 
     config_path: Path
@@ -74,7 +74,7 @@ def read_run_config(config_path: Path, flag: str = "--load-config") -> TrainerCo
 
 def load_run(
     config_path: Path, test_mode: Literal["test", "val", "inference"] = "test", flag: str = "--load-config"
-) -> Run:
+) -> LoadedRun:
     """Load the latest checkpoint of a run; ``test_mode`` as nerfstudio's ``eval_setup`` ("inference" loads no
     images, "test" the eval views)."""
     from nerfstudio.utils.eval_utils import eval_setup
@@ -89,4 +89,4 @@ def load_run(
 
     with named_checkpoint_errors(flag, folder):
         loaded, pipeline, _, step = eval_setup(config_path, test_mode=test_mode, update_config_callback=use_folder)
-    return Run(config_path, loaded, pipeline, step)
+    return LoadedRun(config_path, loaded, pipeline, step)

@@ -35,7 +35,7 @@ class RunFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainedRun:
+class TrainingRecord:
     """A finished training run."""
 
     config: Path
@@ -77,7 +77,7 @@ def train_command(variant: Variant, budget: Budget, steps: int, scene: Path, run
 
 
 def train_variant(variant: Variant, budget: Budget, steps: int, scene: Path, runs_dir: Path, experiment: str,
-                  device: str) -> TrainedRun:  # fmt: skip
+                  device: str) -> TrainingRecord:  # fmt: skip
     """Train ``variant`` on ``scene``; output and log under ``runs_dir/experiment``. A previous run is replaced."""
     run_dir = runs_dir / experiment / variant.method / variant.name
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -98,7 +98,7 @@ def train_variant(variant: Variant, budget: Budget, steps: int, scene: Path, run
     cuda = usage["cuda_max_allocated"]
     kind = "cuda_max_allocated" if cuda is not None else "max_rss"
     peak = cuda if cuda is not None else usage["max_rss"]
-    return TrainedRun(run_dir / "config.yml", seconds, usage["cpu_seconds"], peak, kind)
+    return TrainingRecord(run_dir / "config.yml", seconds, usage["cpu_seconds"], peak, kind)
 
 
 def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:

@@ -28,7 +28,7 @@ from unic_lift_ns.eval.evaluate import (
 from unic_lift_ns.eval.rendered_views import check_label_output, check_writable_folder, dataset_stems, render_eval_views
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
 from unic_lift_ns.models.decoding import InstanceDecoding
-from unic_lift_ns.runs import Run, load_run
+from unic_lift_ns.runs import LoadedRun, load_run
 from unic_lift_ns.safe_files import is_ours, json_signature, write_json
 from unic_lift_ns.scripts.cli import run_cli
 
@@ -112,7 +112,7 @@ class EvalConfig:
         write_json(output_json, output, GENERATOR)
         CONSOLE.print(f"Saved results to: {output_json}")
 
-    def prepare_run(self) -> RunToScore:
+    def prepare_run(self) -> RunAndGroundTruth:
         """Load --load-config and everything its scoring needs, checking what can fail before rendering."""
         loaded = load_run(self.load_config, test_mode="test")
         pipeline = loaded.pipeline
@@ -138,7 +138,7 @@ class EvalConfig:
                 "segmenter baselines need gt/instances and gt/semantics."
             )
             CONSOLE.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-        return RunToScore(loaded, scene, stems, gt)
+        return RunAndGroundTruth(loaded, scene, stems, gt)
 
     def label_folders(self) -> List[Path]:
         """Folders --save-labels writes to: one per --instance-decoding, or --save-labels itself."""
@@ -146,7 +146,7 @@ class EvalConfig:
             return []
         return [self.save_labels / d for d in self.instance_decoding] or [self.save_labels]
 
-    def score_checkpoint(self, run: RunToScore) -> dict[str, EvalResult]:
+    def score_checkpoint(self, run: RunAndGroundTruth) -> dict[str, EvalResult]:
         """Render the run's eval views once per instance decoding, save their labels and score them by row name."""
         decodings = self.instance_decoding or [None]
         folders = self.label_folders() or [None] * len(decodings)
@@ -176,10 +176,10 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class RunToScore:
+class RunAndGroundTruth:
     """A loaded run with the views it renders and their ground truth."""
 
-    loaded: Run
+    loaded: LoadedRun
     """The run (its pipeline, and its method and step for the row name)."""
     scene: Path
     """Scene folder whose gt/ is scored against."""
