@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from unic_lift_ns.data.label_maps import number_segments
+from unic_lift_ns.data.label_maps import segment_slots
 
 def cluster_contrastive_loss(
     embeddings: Tensor,
@@ -56,10 +56,8 @@ def cluster_contrastive_loss(
     Returns:
         Scalar ``intra - inter``, invariant to image resolution.
     """
-    if num_segments is None:
-        segment_ids, num_segments = number_segments(segment_ids)
-    valid = segment_ids > 0
-    slot = torch.where(valid, segment_ids, torch.zeros_like(segment_ids))  # slot 0: void, never a segment
+    slot, num_segments = segment_slots(segment_ids, num_segments)  # slot 0: void, never a segment
+    valid = slot > 0
     if pinned is not None:  # pinned pixels form one extra segment whose centroid is the origin
         slot = torch.where(pinned & valid, torch.full_like(slot, num_segments + 1), slot)
     weight = valid.to(embeddings.dtype)
@@ -94,10 +92,8 @@ def stuff_pixels(
         semantics: [P] int64 semantic-mask classes (other values, e.g. 255 = unlabelled, count as not stuff).
         num_segments: as in :func:`cluster_contrastive_loss` (None: any ids, one sync).
     """
-    if num_segments is None:
-        segment_ids, num_segments = number_segments(segment_ids)
-    valid = segment_ids > 0
-    slot = torch.where(valid, segment_ids, torch.zeros_like(segment_ids))
+    slot, num_segments = segment_slots(segment_ids, num_segments)
+    valid = slot > 0
     is_stuff = (semantics == stuff_class) & valid
     stuff = torch.zeros(num_segments + 1, device=slot.device).index_add_(0, slot, is_stuff.float())
     size = torch.zeros(num_segments + 1, device=slot.device).index_add_(0, slot, valid.float())
@@ -214,9 +210,8 @@ def boundary_triplets(
         ``min(max_triplets, H * W)`` candidate triplets of flat pixel indices into ``segment_map.flatten()``.
     """
     assert radius >= 1, "radius must be >= 1"
-    if num_segments is None:
-        segment_map, num_segments = number_segments(segment_map)
-    labels = torch.where(segment_map > 0, segment_map, torch.zeros_like(segment_map)).to(torch.int32)  # faster sorts
+    labels, num_segments = segment_slots(segment_map, num_segments)
+    labels = labels.to(torch.int32)  # faster sorts
     flat, (height, width) = labels.flatten(), labels.shape
     pixel = torch.arange(flat.numel(), device=flat.device)
     # For every shift, the label `near` seen at each pixel from `radius` away: where it is another valid segment,

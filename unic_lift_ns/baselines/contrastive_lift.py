@@ -87,11 +87,11 @@ class ContrastiveLiftModel(ClusteringModel):
 
     def load_state_dict(self, dict, **kwargs):  # type: ignore[override]
         """Load the Gaussians and forget centroids fitted to other weights."""
-        self._centroids = None
+        self.decoding_changed()
         return super().load_state_dict(dict, **kwargs)
 
     def decoding_changed(self) -> None:
-        """Forget centroids fitted with other clustering settings."""
+        """Forget the fitted centroids (other clustering settings, or other weights)."""
         self._centroids = None
 
     # ------------------------------------------------------------------------------------------ training

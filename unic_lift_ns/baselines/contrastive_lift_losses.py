@@ -64,13 +64,18 @@ def slow_fast_contrastive_loss(
     if slow.shape[0] == 0:
         return fast.sum() * 0.0
     slow_valid = (slow_ids > 0).unsqueeze(0)
-    same = (fast_ids.unsqueeze(1) == slow_ids.unsqueeze(0)) & slow_valid
+    same = _same_segment(fast_ids, slow_ids)
     anchored = same.any(dim=1, keepdim=True)
     logits = torch.exp(-gamma * _squared_distances(fast, slow.detach()))
     # rows without a positive compare all slow pixels with themselves: a finite 0, left out of the mean
     positives = torch.logsumexp(logits.masked_fill(~(same | ~anchored), float("-inf")), dim=1)
     everything = torch.logsumexp(logits.masked_fill(~(slow_valid | ~anchored), float("-inf")), dim=1)
     return _mean_over(everything - positives, anchored.squeeze(1))
+
+
+def _same_segment(fast_ids: Tensor, slow_ids: Tensor) -> Tensor:
+    """[P1, P2] bool: the fast pixel and the (valid) slow pixel belong to one segment."""
+    return (fast_ids.unsqueeze(1) == slow_ids.unsqueeze(0)) & (slow_ids > 0).unsqueeze(0)
 
 
 def _mean_over(values: Tensor, kept: Tensor) -> Tensor:
@@ -81,7 +86,7 @@ def _mean_over(values: Tensor, kept: Tensor) -> Tensor:
 def concentration_loss(fast: Tensor, fast_ids: Tensor, slow: Tensor, slow_ids: Tensor) -> Tensor:
     """Concentration loss, Eq. 5: mean over fast pixels of the squared distance between theta_u and the centroid
     of the slow embeddings of its segment in Omega_2 (same arguments as :func:`slow_fast_contrastive_loss`)."""
-    same = ((fast_ids.unsqueeze(1) == slow_ids.unsqueeze(0)) & (slow_ids > 0).unsqueeze(0)).to(slow.dtype)
+    same = _same_segment(fast_ids, slow_ids).to(slow.dtype)
     count = same.sum(dim=1, keepdim=True)
     centroids = same @ slow.detach() / count.clamp(min=1.0)
     return _mean_over((fast - centroids).square().sum(-1), count.squeeze(1) > 0)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from unic_lift_ns.data.label_maps import number_segments
+from unic_lift_ns.data.label_maps import segment_slots
 
 
 def applies_at(step: int, every: int) -> bool:
@@ -57,10 +57,8 @@ def contrastive_clustering_loss(
     Returns:
         Scalar L_CC (0 with fewer than two segments); a zero connected to the graph without valid pixels.
     """
-    if num_segments is None:
-        segment_ids, num_segments = number_segments(segment_ids)
-    valid = segment_ids > 0
-    slot = torch.where(valid, segment_ids, torch.zeros_like(segment_ids))  # slot 0: void, never a prototype
+    slot, num_segments = segment_slots(segment_ids, num_segments)  # slot 0: void, never a prototype
+    valid = slot > 0
     f = F.normalize(features, dim=-1)
     weight = valid.to(f.dtype)
     slots = num_segments + 1

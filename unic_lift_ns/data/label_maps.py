@@ -8,7 +8,7 @@ returned as ``int64`` so that callers never have to care about the storage type.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Literal, Sequence, Tuple
+from typing import List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -166,3 +166,14 @@ def number_segments(labels: Tensor) -> Tuple[Tensor, int]:
     ids = torch.unique(labels[positive])
     numbered = torch.searchsorted(ids, labels) + 1
     return torch.where(positive, numbered, torch.zeros_like(labels)), int(ids.numel())
+
+
+def segment_slots(segment_ids: Tensor, num_segments: Optional[int]) -> Tuple[Tensor, int]:
+    """Each pixel's segment slot (0 = void for ids ``<= 0``, else 1..K) and K, for sums into K + 1 fixed slots.
+
+    ``num_segments`` is the largest id of ids that :func:`number_segments` numbered (the datamanager's masks): then
+    nothing waits for the device. None: any ids, numbered here (one sync).
+    """
+    if num_segments is None:
+        return number_segments(segment_ids)
+    return segment_ids.clamp(min=0), num_segments
