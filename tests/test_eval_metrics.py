@@ -7,12 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from unic_lift_ns.eval.panoptic import (
-    count_instances,
-    frame_panoptic_quality,
-    scene_panoptic_quality,
-    semantic_miou,
-)
+from unic_lift_ns.eval.panoptic import panoptic_maps, semantic_miou
 from unic_lift_ns.eval.tracking import track_segments
 
 
@@ -49,25 +44,25 @@ def test_gt_against_itself_is_perfect() -> None:
     # Class-agnostic: the prediction must label the background too (predicted 0 is void).
     as_pred = [np.where(labels == 0, 100, labels) for labels in gt]
     for scores in (
-        scene_panoptic_quality(as_pred, gt),
-        frame_panoptic_quality(as_pred, gt),
-        scene_panoptic_quality(gt, gt, sem, sem),
-        frame_panoptic_quality(gt, gt, sem, sem),
+        panoptic_maps(as_pred, gt).scene_quality(),
+        panoptic_maps(as_pred, gt).frame_quality(),
+        panoptic_maps(gt, gt, sem, sem).scene_quality(),
+        panoptic_maps(gt, gt, sem, sem).frame_quality(),
     ):
         assert (scores.pq, scores.sq, scores.rq) == pytest.approx((1.0, 1.0, 1.0))
-    assert count_instances(as_pred, gt) == (6, 6)  # 5 objects + the background segment
-    assert count_instances(gt, gt, sem, sem) == (5, 5)
+    assert panoptic_maps(as_pred, gt).count_instances() == (6, 6)  # 5 objects + the background segment
+    assert panoptic_maps(gt, gt, sem, sem).count_instances() == (5, 5)
 
 
 def test_ids_permuted_per_view_break_scene_pq_only() -> None:
     gt = moving_objects(num_views=6, num_objects=5)
     pred = relabel_per_view(gt)
-    assert frame_panoptic_quality(pred, gt).pq == pytest.approx(1.0)
-    assert scene_panoptic_quality(pred, gt).pq < 0.5
+    assert panoptic_maps(pred, gt).frame_quality().pq == pytest.approx(1.0)
+    assert panoptic_maps(pred, gt).scene_quality().pq < 0.5
     sem = semantics_of(gt)
     # With semantics the background is one stuff segment (instance IDs ignored), so only things suffer.
-    assert frame_panoptic_quality(pred, gt, sem, sem).pq == pytest.approx(1.0)
-    assert scene_panoptic_quality(pred, gt, sem, sem).pq < 0.75
+    assert panoptic_maps(pred, gt, sem, sem).frame_quality().pq == pytest.approx(1.0)
+    assert panoptic_maps(pred, gt, sem, sem).scene_quality().pq < 0.75
 
 
 def test_scene_pq_hand_computed() -> None:
@@ -86,13 +81,13 @@ def test_scene_pq_hand_computed() -> None:
     #   pred 9 vs GT 3: IoU = 20 / (24 + 20 - 20) = 5/6  > 0.5, TP
     #   pred 7 vs GT 1: IoU = 2 / 8 = 0.25 -> FP;  GT 2 vs pred 9: IoU = 4 / 24 -> FN
     # SQ = (0.75 + 5/6) / 2 = 19/24, RQ = 2 / (2 + 0.5 + 0.5) = 2/3, PQ = SQ * RQ = 19/36.
-    scores = scene_panoptic_quality(pred, gt)
+    scores = panoptic_maps(pred, gt).scene_quality()
     assert (scores.pq, scores.sq, scores.rq) == pytest.approx((19 / 36, 19 / 24, 2 / 3))
     # Per frame, view 0: pred 5 = GT 1 (IoU 1), pred 9 vs GT 3 IoU 8/12 -> 2 TP, GT 2 FN.
     # View 1: pred 5 and pred 7 each have IoU 2/4 = 0.5 with GT 1, which is not > 0.5 -> 2 FP, 1 FN;
     # pred 9 = GT 3 (IoU 1) -> 1 TP. Pooled: PQ = (1 + 2/3 + 1) / (3 + 0.5 * 2 + 0.5 * 2) = 8/15.
-    assert frame_panoptic_quality(pred, gt).pq == pytest.approx(8 / 15)
-    assert count_instances(pred, gt) == (3, 3)
+    assert panoptic_maps(pred, gt).frame_quality().pq == pytest.approx(8 / 15)
+    assert panoptic_maps(pred, gt).count_instances() == (3, 3)
 
 
 def test_semantic_mode_conventions() -> None:
@@ -100,18 +95,18 @@ def test_semantic_mode_conventions() -> None:
     sem = [np.array([[0, 0, 1, 1], [0, 0, 1, 1]])]
     # Stuff pixels may carry any instance ID (even 0): they form one background segment.
     pred = [np.array([[0, 4, 3, 3], [8, 0, 3, 3]])]
-    assert scene_panoptic_quality(pred, gt, sem, sem).pq == pytest.approx(1.0)
+    assert panoptic_maps(pred, gt, sem, sem).scene_quality().pq == pytest.approx(1.0)
     # Thing pixels with instance 0 are void: they neither match nor count as false positives.
     pred_void = [np.array([[0, 0, 0, 0], [0, 0, 0, 0]])]
-    scores = scene_panoptic_quality(pred_void, gt, sem, sem)
+    scores = panoptic_maps(pred_void, gt, sem, sem).scene_quality()
     assert scores.pq == pytest.approx(1.0)  # only the stuff class is left to score
     with pytest.raises(ValueError, match="gt_semantics"):
-        scene_panoptic_quality(pred, gt, sem, None)
+        panoptic_maps(pred, gt, sem, None).scene_quality()
 
 
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="View 1"):
-        scene_panoptic_quality([np.ones((4, 4))] * 2, [np.ones((4, 4)), np.ones((4, 5))])
+        panoptic_maps([np.ones((4, 4))] * 2, [np.ones((4, 4)), np.ones((4, 5))]).scene_quality()
 
 
 def test_semantic_miou() -> None:
@@ -128,8 +123,8 @@ def test_tracking_recovers_consistent_ids() -> None:
     segmenter[3][0, :4] = 0  # a few unlabelled pixels stay unlabelled
     tracked = track_segments(segmenter)
     assert (tracked[3][0, :4] == 0).all()
-    assert scene_panoptic_quality(segmenter, gt, unlabelled=0).pq < 0.5
-    assert scene_panoptic_quality(tracked, gt, unlabelled=0).pq > 0.99
+    assert panoptic_maps(segmenter, gt, unlabelled=0).scene_quality().pq < 0.5
+    assert panoptic_maps(tracked, gt, unlabelled=0).scene_quality().pq > 0.99
     # One global bijection between track IDs and GT IDs.
     pairs = {(int(t), int(g)) for tm, gm in zip(tracked, gt) for t, g in zip(tm.ravel(), gm.ravel()) if t}
     assert len(pairs) == len({t for t, _ in pairs}) == len({g for _, g in pairs}) == 6
@@ -147,9 +142,9 @@ def test_tracking_starts_new_tracks_below_min_iou() -> None:
 def test_predicted_zero_is_a_segment_unless_declared_unlabelled():
     gt = [np.array([[1, 1, 2, 2]] * 4)]
     pred = [np.array([[0, 0, 0, 0]] * 4)]  # label 0 everywhere: one segment covering both objects
-    assert scene_panoptic_quality(pred, gt).pq == 0.0
+    assert panoptic_maps(pred, gt).scene_quality().pq == 0.0
     # Declared unlabelled, it is void: nothing is predicted and nothing is penalised by torchmetrics.
-    assert math.isnan(scene_panoptic_quality(pred, gt, unlabelled=0).pq)
+    assert math.isnan(panoptic_maps(pred, gt, unlabelled=0).scene_quality().pq)
 
 
 def test_views_rendered_at_half_size_are_upsampled_nearest_before_scoring(tiny_scene):

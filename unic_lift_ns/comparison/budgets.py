@@ -80,14 +80,8 @@ CPU_CLUSTERING_SAMPLES, CPU_CLUSTERING_MIN_SIZE = 20_000, 20
 """HDBSCAN samples and minimum cluster size at the small budget (Contrastive Lift's 10^5 and 100, scaled)."""
 
 CPU_SMALL = Budget(
-    name="cpu-small",
-    steps=300,
-    resolution=80,
-    num_views=32,
-    num_points=5000,
-    clustering_samples=CPU_CLUSTERING_SAMPLES,
-    clustering_min_size=CPU_CLUSTERING_MIN_SIZE,
-    schedule=CPU_SCHEDULE,
+    name="cpu-small", steps=300, resolution=80, num_views=32, num_points=5000, schedule=CPU_SCHEDULE,
+    clustering_samples=CPU_CLUSTERING_SAMPLES, clustering_min_size=CPU_CLUSTERING_MIN_SIZE,
     flags={f"{MODEL}densify-grad-thresh": str(CPU_DENSIFY_GRAD_THRESH)},
     method_flags={
         "unic-lift": {flag(f"optimizers.{group}.optimizer.lr"): str(lr) for group, lr in CPU_LEARNING_RATES.items()},
@@ -124,14 +118,8 @@ on all 12 rows of the 25/50/100-object, realistic/hard scenes, with and without 
 (docs/BENCHMARKS.md). About 300-400 s per training on a free 2-core CPU."""
 
 GPU_PAPER = Budget(
-    name="gpu-paper",
-    steps=30000,
-    resolution=256,
-    num_views=120,
-    num_points=20000,
-    clustering_samples=100_000,
-    clustering_min_size=100,
-    schedule=PAPER_SCHEDULE,
+    name="gpu-paper", steps=30000, resolution=256, num_views=120, num_points=20000, schedule=PAPER_SCHEDULE,
+    clustering_samples=100_000, clustering_min_size=100,
 )
 """The paper's schedule (section 4, appendix B.2): 30k steps, densification and 3D loss switch at 15k; every
 method keeps its own defaults otherwise (Contrastive Lift: HDBSCAN on 10^5 samples, minimum cluster size 100)."""

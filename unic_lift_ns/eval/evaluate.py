@@ -27,12 +27,7 @@ import torch
 from tqdm import tqdm
 
 from unic_lift_ns.data.label_maps import find_label_map, read_label_map, resize_label_map, same_aspect
-from unic_lift_ns.eval.panoptic import (
-    count_instances,
-    frame_panoptic_quality,
-    scene_panoptic_quality,
-    semantic_miou,
-)
+from unic_lift_ns.eval.panoptic import panoptic_maps, semantic_miou
 from unic_lift_ns.eval.rendered_views import RenderedViews
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU, track_segments
 
@@ -165,10 +160,9 @@ def score(
 ) -> EvalResult:
     """Score predicted maps of the eval views (in ``gt.eval_stems`` order); ``unlabelled`` is a void ID."""
     gt_semantics = gt.semantics if pred_semantics is not None else None
-    args = (pred_instances, gt.instances, pred_semantics, gt_semantics, unlabelled)
-    scene = scene_panoptic_quality(*args)
-    frame = frame_panoptic_quality(*args)
-    num_pred, num_gt = count_instances(*args)
+    maps = panoptic_maps(pred_instances, gt.instances, pred_semantics, gt_semantics, unlabelled)
+    scene, frame = maps.scene_quality(), maps.frame_quality()
+    num_pred, num_gt = maps.count_instances()
     return EvalResult(
         pq_scene=scene.pq,
         sq_scene=scene.sq,

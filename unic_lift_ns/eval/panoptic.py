@@ -53,48 +53,34 @@ class PanopticScores:
     """Recognition quality: F1 score of the segment matching."""
 
 
-def scene_panoptic_quality(
-    pred_instances: Sequence[np.ndarray],
-    gt_instances: Sequence[np.ndarray],
-    pred_semantics: Optional[Sequence[np.ndarray]] = None,
-    gt_semantics: Optional[Sequence[np.ndarray]] = None,
-    unlabelled: Optional[int] = None,
-) -> PanopticScores:
-    """PQ^scene: segments with the same ID are merged across all views before matching."""
-    preds, targets = _panoptic_maps(pred_instances, gt_instances, pred_semantics, gt_semantics, unlabelled)
-    metric = _metric()
-    metric.update(_flat_tensor(preds), _flat_tensor(targets))
-    return _scores(metric)
+@dataclass(frozen=True)
+class PanopticMaps:
+    """Predicted and GT (H, W, 2) (category, instance) maps of a scene's views, built by :func:`panoptic_maps`."""
 
+    preds: list[np.ndarray]
+    """Predicted maps, one per view."""
+    targets: list[np.ndarray]
+    """GT maps, one per view."""
 
-def frame_panoptic_quality(
-    pred_instances: Sequence[np.ndarray],
-    gt_instances: Sequence[np.ndarray],
-    pred_semantics: Optional[Sequence[np.ndarray]] = None,
-    gt_semantics: Optional[Sequence[np.ndarray]] = None,
-    unlabelled: Optional[int] = None,
-) -> PanopticScores:
-    """Per-frame PQ: every view is matched on its own, counts are pooled over views."""
-    preds, targets = _panoptic_maps(pred_instances, gt_instances, pred_semantics, gt_semantics, unlabelled)
-    metric = _metric()
-    for pred, target in zip(preds, targets):
-        metric.update(torch.from_numpy(pred)[None], torch.from_numpy(target)[None])
-    return _scores(metric)
+    def scene_quality(self) -> PanopticScores:
+        """PQ^scene: segments with the same ID are merged across all views before matching."""
+        metric = _metric()
+        metric.update(_flat_tensor(self.preds), _flat_tensor(self.targets))
+        return _scores(metric)
 
+    def frame_quality(self) -> PanopticScores:
+        """Per-frame PQ: every view is matched on its own, counts are pooled over views."""
+        metric = _metric()
+        for pred, target in zip(self.preds, self.targets):
+            metric.update(torch.from_numpy(pred)[None], torch.from_numpy(target)[None])
+        return _scores(metric)
 
-def count_instances(
-    pred_instances: Sequence[np.ndarray],
-    gt_instances: Sequence[np.ndarray],
-    pred_semantics: Optional[Sequence[np.ndarray]] = None,
-    gt_semantics: Optional[Sequence[np.ndarray]] = None,
-    unlabelled: Optional[int] = None,
-) -> tuple[int, int]:
-    """Number of distinct thing segments over all views, (predicted, GT), as PQ^scene sees them.
+    def count_instances(self) -> tuple[int, int]:
+        """Number of distinct thing segments over all views, (predicted, GT), as PQ^scene sees them.
 
-    In class-agnostic mode the background is a thing segment too, so it is counted on both sides.
-    """
-    preds, targets = _panoptic_maps(pred_instances, gt_instances, pred_semantics, gt_semantics, unlabelled)
-    return _count_things(preds), _count_things(targets)
+        In class-agnostic mode the background is a thing segment too, so it is counted on both sides.
+        """
+        return _count_things(self.preds), _count_things(self.targets)
 
 
 def semantic_miou(
@@ -123,14 +109,14 @@ def semantic_miou(
     return float(np.mean(intersection[present] / union[present])) if present.any() else float("nan")
 
 
-def _panoptic_maps(
+def panoptic_maps(
     pred_instances: Sequence[np.ndarray],
     gt_instances: Sequence[np.ndarray],
-    pred_semantics: Optional[Sequence[np.ndarray]],
-    gt_semantics: Optional[Sequence[np.ndarray]],
-    unlabelled: Optional[int],
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Build (H, W, 2) (category, instance) maps for predictions and GT following the module conventions."""
+    pred_semantics: Optional[Sequence[np.ndarray]] = None,
+    gt_semantics: Optional[Sequence[np.ndarray]] = None,
+    unlabelled: Optional[int] = None,
+) -> PanopticMaps:
+    """Build the (category, instance) maps of predictions and GT following the module conventions."""
     _check_pairs(pred_instances, gt_instances)
     pred_instances, gt_instances = _as_int64(pred_instances), _as_int64(gt_instances)
     if pred_semantics is None:
@@ -148,7 +134,7 @@ def _panoptic_maps(
         np.stack([category if unlabelled is None else np.where((pred == unlabelled) & (category == THING), VOID, category), pred], -1)
         for category, pred in zip(pred_categories, pred_instances)
     ]
-    return preds, targets
+    return PanopticMaps(preds, targets)
 
 
 def _as_int64(maps: Sequence[np.ndarray]) -> list[np.ndarray]:

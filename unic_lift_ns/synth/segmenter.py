@@ -54,25 +54,11 @@ class SegmenterNoise:
 
 PRESETS: Dict[str, SegmenterNoise] = {
     "clean": SegmenterNoise(),
-    "realistic": SegmenterNoise(
-        miss_prob=0.5,
-        miss_max_area=0.0015,
-        merge_prob=0.15,
-        split_prob=0.05,
-        jitter_px=1.0,
-        unlabelled_prob=0.5,
-        unlabelled_band_px=1,
-    ),
-    "hard": SegmenterNoise(
-        miss_prob=0.8,
-        miss_max_area=0.004,
-        merge_prob=0.4,
-        split_prob=0.2,
-        jitter_px=2.5,
-        unlabelled_prob=0.8,
-        unlabelled_band_px=2,
-    ),
-}
+    "realistic": SegmenterNoise(miss_prob=0.5, miss_max_area=0.0015, merge_prob=0.15, split_prob=0.05, jitter_px=1.0,
+                                unlabelled_prob=0.5, unlabelled_band_px=1),
+    "hard": SegmenterNoise(miss_prob=0.8, miss_max_area=0.004, merge_prob=0.4, split_prob=0.2, jitter_px=2.5,
+                           unlabelled_prob=0.8, unlabelled_band_px=2),
+}  # fmt: skip
 
 
 def _touching_pairs(labels: np.ndarray) -> np.ndarray:
