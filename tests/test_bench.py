@@ -24,7 +24,7 @@ from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import COLUMNS
 from unic_lift_ns.eval.evaluate import TRACKED, UNTRACKED
 from unic_lift_ns.method_configs import unic_lift_cpu_trainer_config
-from unic_lift_ns.scripts.bench import BenchConfig
+from unic_lift_ns.scripts.bench import BenchConfig, entrypoint
 from unic_lift_ns.synth.generate import SynthConfig
 
 BENCH = str(Path(sys.executable).parent / "unic-lift-bench")
@@ -160,10 +160,13 @@ def test_scenes_are_reused_only_when_their_settings_match(tmp_path):
         (["--budget", "huge"], "huge"),
     ],
 )
-def test_bad_arguments_fail_cleanly(tmp_path, args, message):
-    proc = subprocess.run([BENCH, "--output-dir", str(tmp_path / "out"), *args], capture_output=True, text=True)
-    assert proc.returncode == 2
-    output = " ".join((proc.stdout + proc.stderr).split())
+def test_bad_arguments_fail_cleanly(tmp_path, monkeypatch, capfd, args, message):
+    """The real entry point, in-process (the end-to-end test below runs it as a process)."""
+    monkeypatch.setattr(sys, "argv", ["unic-lift-bench", "--output-dir", str(tmp_path / "out"), *args])
+    with pytest.raises(SystemExit) as stop:
+        entrypoint()
+    assert stop.value.code == 2
+    output = " ".join("".join(capfd.readouterr()).split())
     assert message in output and "Traceback" not in output
     assert not (tmp_path / "out").exists()
 

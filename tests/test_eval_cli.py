@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from unic_lift_ns.eval.evaluate import (
     evaluate_segmenter_baselines,
     load_scene_gt,
 )
-from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig
+from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig, entrypoint
 
 SIZE = 56
 NUM_VIEWS = 8
@@ -129,7 +130,7 @@ def test_class_agnostic_prediction_with_output_json(scene: Path, tmp_path: Path)
     assert output["results"][PREDICTION]["miou"] is None
 
 
-def test_output_json_refuses_a_file_it_did_not_write_before_scoring(scene: Path) -> None:
+def test_output_json_refuses_a_file_it_did_not_write_before_scoring(unic_lift_eval, scene: Path) -> None:
     transforms = scene / "transforms.json"
     transforms.write_text(json.dumps({"camera_model": "OPENCV", "frames": []}, indent=2))
     before = transforms.read_bytes()
@@ -232,10 +233,23 @@ def copy_of_run_scene(trained_run: Path, tmp_path: Path) -> tuple[Path, Path]:
     return scene, config_path
 
 
-def unic_lift_eval(*args: object) -> tuple[subprocess.CompletedProcess, str]:
-    """Run the real console script; returns the process and its stdout with rich's line wrapping undone."""
-    proc = subprocess.run([str(BIN / "unic-lift-eval"), *map(str, args)], capture_output=True, text=True, timeout=600)
-    return proc, " ".join(proc.stdout.split())
+@pytest.fixture
+def unic_lift_eval(monkeypatch, capfd) -> Callable[..., tuple[subprocess.CompletedProcess, str]]:
+    """Run the real console script's entry point in-process (``test_console_script_scores_baselines`` runs it as a
+    process); returns the outcome as a process would report it and its stdout with rich's line wrapping undone."""
+
+    def run(*args: object) -> tuple[subprocess.CompletedProcess, str]:
+        monkeypatch.setattr(sys, "argv", ["unic-lift-eval", *map(str, args)])
+        capfd.readouterr()
+        try:
+            entrypoint()
+            code = 0
+        except SystemExit as stop:
+            code = int(stop.code or 0)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err), " ".join(out.split())
+
+    return run
 
 
 def run_row(results: dict) -> dict:
@@ -244,7 +258,9 @@ def run_row(results: dict) -> dict:
     return results[name]
 
 
-def test_load_config_scores_the_rendered_views_without_split_json(trained_run: Path, tmp_path: Path) -> None:
+def test_load_config_scores_the_rendered_views_without_split_json(
+    unic_lift_eval, trained_run: Path, tmp_path: Path
+) -> None:
     scene, config = copy_of_run_scene(trained_run, tmp_path)
     (scene / "split.json").unlink()
     out = tmp_path / "eval.json"
@@ -260,7 +276,7 @@ def test_load_config_scores_the_rendered_views_without_split_json(trained_run: P
     assert [results[name]["num_views"] for name in (UNTRACKED, TRACKED)] == [2, 2]
 
 
-def test_load_config_scores_the_split_its_dataparser_chose(trained_run: Path, tmp_path: Path) -> None:
+def test_load_config_scores_the_split_its_dataparser_chose(unic_lift_eval, trained_run: Path, tmp_path: Path) -> None:
     """transforms.json holds out other views than split.json lists: the rendered (dataparser's) views are scored,
     by the checkpoint and by the 2D segmenter baselines alike."""
     scene, config = copy_of_run_scene(trained_run, tmp_path)
@@ -278,7 +294,9 @@ def test_load_config_scores_the_split_its_dataparser_chose(trained_run: Path, tm
     assert [result["num_views"] for result in output["results"].values()] == [3, 3, 3]
 
 
-def test_missing_gt_map_of_a_rendered_view_is_named_before_rendering(trained_run: Path, tmp_path: Path) -> None:
+def test_missing_gt_map_of_a_rendered_view_is_named_before_rendering(
+    unic_lift_eval, trained_run: Path, tmp_path: Path
+) -> None:
     scene, config = copy_of_run_scene(trained_run, tmp_path)
     (scene / "gt" / "instances" / "frame_00008.png").unlink()
     labels, out = tmp_path / "labels", tmp_path / "eval.json"
@@ -288,7 +306,9 @@ def test_missing_gt_map_of_a_rendered_view_is_named_before_rendering(trained_run
     assert not labels.exists() and not out.exists()  # nothing rendered, nothing written
 
 
-def test_load_config_without_gt_reports_image_metrics_and_saves_labels(trained_run: Path, tmp_path: Path) -> None:
+def test_load_config_without_gt_reports_image_metrics_and_saves_labels(
+    unic_lift_eval, trained_run: Path, tmp_path: Path
+) -> None:
     scene, config = copy_of_run_scene(trained_run, tmp_path)
     shutil.rmtree(scene / "gt")
     labels = tmp_path / "labels"
