@@ -33,7 +33,8 @@ demo: $(STAMP)
 	$(VENV)/bin/ns-train unic-lift-cpu --data assets/demo --output-dir outputs --experiment-name demo \
 		--timestamp $(DEMO_RUN) --vis tensorboard --viewer.quit-on-train-completion True
 	$(VENV)/bin/unic-lift-eval --load-config outputs/demo/unic-lift-cpu/$(DEMO_RUN)/config.yml \
-		--instance-decoding rendered-embedding gaussian-votes nearest-code
+		--instance-decoding rendered-embedding gaussian-votes nearest-code \
+		--report outputs/demo/unic-lift-cpu/$(DEMO_RUN)/report
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q tests

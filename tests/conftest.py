@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
+import yaml
 
 from unic_lift_ns.synth.generate import SynthConfig, generate_scene
 
@@ -30,9 +35,6 @@ def make_scene(path: Path, **overrides) -> Path:
 def train_cpu(method: str, scene: Path, output_dir: Path, steps: int, *flags: str, timeout: int = 900) -> Path:
     """Run the real ``ns-train METHOD`` on CPU (tensorboard, no periodic eval or save) with extra ``flags``;
     asserts it succeeded and returns the run directory (``output_dir/tiny/METHOD/run``)."""
-    import subprocess
-    import sys
-
     cmd = [
         str(Path(sys.executable).parent / "ns-train"), method, "--data", str(scene), "--machine.device-type", "cpu",
         "--max-num-iterations", str(steps), "--vis", "tensorboard", "--output-dir", str(output_dir),
@@ -64,3 +66,34 @@ def trained_run(tmp_path_factory) -> Path:
         "--pipeline.model.stop-split-at", "80", "--pipeline.model.neighbour-loss-start", "80",
         "--optimizers.embeddings.optimizer.lr", "0.02", "--pipeline.model.instance-decoding", "gaussian-votes",
     )  # fmt: skip
+
+
+def copy_of_run_scene(trained_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A per-test copy of the trained run's scene and a config.yml whose dataparser reads that copy; the
+    checkpoint is still read from the (untouched) fixture run."""
+    config = yaml.load((trained_run / "config.yml").read_text(), Loader=yaml.Loader)
+    scene = Path(shutil.copytree(config.pipeline.datamanager.data, tmp_path / "scene"))
+    config.data = config.pipeline.datamanager.data = config.pipeline.datamanager.dataparser.data = scene
+    config_path = tmp_path / "config.yml"
+    config_path.write_text(yaml.dump(config))
+    return scene, config_path
+
+
+@pytest.fixture
+def unic_lift_eval(monkeypatch, capfd) -> Callable[..., tuple[subprocess.CompletedProcess, str]]:
+    """Run the real console script's entry point in-process (``test_console_script_scores_baselines`` runs it as a
+    process); returns the outcome as a process would report it and its stdout with rich's line wrapping undone."""
+    from unic_lift_ns.scripts.eval import entrypoint
+
+    def run(*args: object) -> tuple[subprocess.CompletedProcess, str]:
+        monkeypatch.setattr(sys, "argv", ["unic-lift-eval", *map(str, args)])
+        capfd.readouterr()
+        try:
+            entrypoint()
+            code = 0
+        except SystemExit as stop:
+            code = int(stop.code or 0)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err), " ".join(out.split())
+
+    return run

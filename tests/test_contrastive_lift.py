@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +22,6 @@ from unic_lift_ns.baselines.contrastive_lift_losses import (
 from unic_lift_ns.clustering import assign_nearest, fit_centroids
 from unic_lift_ns.synth.cameras import look_at
 
-BIN = Path(sys.executable).parent
 
 
 def make_model(num_points: int = 300, **overrides) -> ContrastiveLiftModel:
@@ -186,7 +182,7 @@ def test_semantic_guided_labels_give_stuff_its_own_label():
 
 
 @pytest.mark.slow
-def test_ns_train_contrastive_lift_cpu_then_unic_lift_eval(tmp_path):
+def test_ns_train_contrastive_lift_cpu_then_unic_lift_eval(unic_lift_eval, tmp_path):
     scene = make_scene(tmp_path / "scene", num_objects=6, num_views=16, resolution=48, num_points=2000)
     run_dir = train_cpu(
         "contrastive-lift", scene, tmp_path / "outputs", 150,
@@ -200,10 +196,7 @@ def test_ns_train_contrastive_lift_cpu_then_unic_lift_eval(tmp_path):
     assert fast.shape == slow.shape and 0 < (fast - slow).abs().mean() < 0.5  # the slow field trails the fast one
 
     out = tmp_path / "eval.json"
-    proc = subprocess.run(
-        [str(BIN / "unic-lift-eval"), "--load-config", str(run_dir / "config.yml"), "--output-json", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc, _ = unic_lift_eval("--load-config", run_dir / "config.yml", "--output-json", out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     ours = next(v for k, v in results.items() if k.startswith("contrastive-lift"))

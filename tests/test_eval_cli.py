@@ -10,12 +10,10 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import tyro
-import yaml
 from PIL import Image
 
 from unic_lift_ns.data.label_maps import find_label_map, read_label_map, write_label_map
@@ -26,7 +24,8 @@ from unic_lift_ns.eval.evaluate import (
     evaluate_segmenter_baselines,
     load_scene_gt,
 )
-from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig, entrypoint
+from conftest import copy_of_run_scene
+from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig
 
 SIZE = 56
 NUM_VIEWS = 8
@@ -220,36 +219,6 @@ def test_non_integer_masks_are_named(scene: Path, tmp_path: Path) -> None:
     Image.new("RGB", (SIZE, SIZE)).save(path)
     with pytest.raises(ValueError, match=re.escape(str(path))):
         load_scene_gt(scene)
-
-
-def copy_of_run_scene(trained_run: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """A per-test copy of the trained run's scene and a config.yml whose dataparser reads that copy; the
-    checkpoint is still read from the (untouched) fixture run."""
-    config = yaml.load((trained_run / "config.yml").read_text(), Loader=yaml.Loader)
-    scene = Path(shutil.copytree(config.pipeline.datamanager.data, tmp_path / "scene"))
-    config.data = config.pipeline.datamanager.data = config.pipeline.datamanager.dataparser.data = scene
-    config_path = tmp_path / "config.yml"
-    config_path.write_text(yaml.dump(config))
-    return scene, config_path
-
-
-@pytest.fixture
-def unic_lift_eval(monkeypatch, capfd) -> Callable[..., tuple[subprocess.CompletedProcess, str]]:
-    """Run the real console script's entry point in-process (``test_console_script_scores_baselines`` runs it as a
-    process); returns the outcome as a process would report it and its stdout with rich's line wrapping undone."""
-
-    def run(*args: object) -> tuple[subprocess.CompletedProcess, str]:
-        monkeypatch.setattr(sys, "argv", ["unic-lift-eval", *map(str, args)])
-        capfd.readouterr()
-        try:
-            entrypoint()
-            code = 0
-        except SystemExit as stop:
-            code = int(stop.code or 0)
-        out, err = capfd.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err), " ".join(out.split())
-
-    return run
 
 
 def run_row(results: dict) -> dict:

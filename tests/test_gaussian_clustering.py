@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +23,6 @@ from unic_lift_ns.baselines.gaussian_clustering_losses import (
 )
 from unic_lift_ns.errors import InputError
 
-BIN = Path(sys.executable).parent
 
 
 def make_model(num_points: int = 300, **overrides) -> GaussianClusteringModel:
@@ -197,7 +193,7 @@ def test_clustering_can_leave_out_transparent_gaussians():
 
 
 @pytest.mark.slow
-def test_ns_train_gaussian_clustering_cpu_then_eval(tmp_path):
+def test_ns_train_gaussian_clustering_cpu_then_eval(unic_lift_eval, tmp_path):
     scene = make_scene(tmp_path / "scene", num_objects=3, num_views=8, resolution=48, num_points=800)
     run_dir = train_cpu(
         "gaussian-clustering", scene, tmp_path / "outputs", 100,
@@ -211,11 +207,8 @@ def test_ns_train_gaussian_clustering_cpu_then_eval(tmp_path):
     )  # fmt: skip
 
     out = tmp_path / "eval.json"
-    proc = subprocess.run(
-        [str(BIN / "unic-lift-eval"), "--load-config", str(run_dir / "config.yml"), "--output-json", str(out),
-         "--save-labels", str(tmp_path / "labels")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc, _ = unic_lift_eval("--load-config", run_dir / "config.yml", "--output-json", out, "--save-labels",
+                             tmp_path / "labels")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "PQ^scene" in proc.stdout
     results = json.loads(out.read_text())["results"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
@@ -37,6 +38,8 @@ TRACKED = "2D segmenter + tracking"
 """Name of the baseline scoring the 2D segmenter masks after Hungarian tracking."""
 IMAGE_METRICS = ("psnr", "ssim", "lpips")
 """Mean image metrics of rendered views that an :class:`EvalResult` reports."""
+RESULT_COLUMNS = ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "PSNR", "SSIM", "LPIPS", "#pred/#GT inst.")
+"""Columns of a score table row (:func:`result_cells`), after the method's name."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,16 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, e.g. for JSON."""
         return dataclasses.asdict(self)
+
+
+def result_cells(result: EvalResult) -> list[str]:
+    """The :data:`RESULT_COLUMNS` cells of a result: qualities in percent, "-" where there is none."""
+    qualities = (result.pq_scene, result.sq_scene, result.rq_scene, result.pq_frame, result.miou)
+    cells = ["-" if q is None or math.isnan(q) else f"{100 * q:.1f}" for q in qualities]
+    image = ((result.psnr, ".2f"), (result.ssim, ".3f"), (result.lpips, ".3f"))
+    cells += ["-" if m is None else f"{m:{spec}}" for m, spec in image]
+    counts = "-" if result.num_gt_instances is None else f"{result.num_pred_instances}/{result.num_gt_instances}"
+    return cells + [counts]
 
 
 @dataclass(frozen=True)
@@ -258,17 +271,21 @@ def score_rendered(rendered: RenderedViews, gt: Union[SceneGT, Path]) -> EvalRes
     """
     if not isinstance(gt, SceneGT):
         gt = load_scene_gt(gt, eval_stems=rendered.stems)
+    instances, semantics = at_gt_size(rendered, gt)
+    return score(instances, gt, semantics).with_image_metrics(rendered.mean_image_metrics())
+
+
+def at_gt_size(rendered: RenderedViews, gt: SceneGT) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]]]:
+    """The rendered instance and semantic maps of the views of ``gt``, in its order and at its size (nearest)."""
     index = {stem: i for i, stem in enumerate(rendered.stems)}
     missing = [s for s in gt.eval_stems if s not in index]
     if missing:
         raise ValueError(f"The ground truth to score holds views that were not rendered: {missing[:5]}")
 
-    def at_gt_size(maps: List[np.ndarray]) -> List[np.ndarray]:
+    def resized(maps: List[np.ndarray]) -> List[np.ndarray]:
         return [
             resize_label_map(torch.from_numpy(maps[index[stem]]), *target.shape).numpy()
             for stem, target in zip(gt.eval_stems, gt.instances)
         ]
 
-    semantics = at_gt_size(rendered.semantics) if rendered.semantics is not None else None
-    result = score(at_gt_size(rendered.instances), gt, semantics)
-    return result.with_image_metrics(rendered.mean_image_metrics())
+    return resized(rendered.instances), None if rendered.semantics is None else resized(rendered.semantics)

@@ -31,6 +31,8 @@ class RenderedViews:
     """Per-view image metrics (psnr, ssim and, when available, lpips)."""
     embeddings: Optional[List[torch.Tensor]] = None
     """Raw rendered embedding maps [H, W, d] on the model's device, when asked for (the benchmark re-labels them)."""
+    rgb: Optional[List[np.ndarray]] = None
+    """RGB renders [H, W, 3] uint8, when asked for (the visual report shows them)."""
 
     def mean_image_metrics(self) -> Dict[str, float]:
         keys = self.image_metrics[0].keys() if self.image_metrics else []
@@ -73,20 +75,25 @@ def check_label_output(folder: Path, stems: Sequence[str], flag: str) -> None:
 
 
 @torch.no_grad()
-def render_eval_views(pipeline, progress: bool = True, keep_embeddings: bool = False) -> RenderedViews:
+def render_eval_views(
+    pipeline, progress: bool = True, keep_embeddings: bool = False, keep_rgb: bool = False
+) -> RenderedViews:
     """Render every eval view of ``pipeline`` (a UniC-Lift pipeline) and decode its labels. A semantic head that
     saw no semantic masks predicts no semantics (its "all class 0" is not scored), so scoring is class-agnostic."""
     model, datamanager = pipeline.model, pipeline.datamanager
     stems = dataset_stems(datamanager.eval_dataset)
-    instances, semantics, metrics, embeddings = [], [], [], []
+    instances, semantics, metrics, embeddings, rgb = [], [], [], [], []
     with_semantics = model.semantic_head_trained()
     views = datamanager.fixed_indices_eval_dataloader  # a cached property in nerfstudio
     for camera, batch in tqdm(views, desc="Rendering eval views", disable=not progress, leave=False):
         outputs = model.get_outputs_for_camera(camera)
         if keep_embeddings:
             embeddings.append(outputs["embedding"])
+        if keep_rgb:
+            rgb.append((outputs["rgb"].clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy())
         instances.append(outputs["instance_label"].squeeze(-1).cpu().numpy().astype(np.int64))
         if "semantic_label" in outputs and with_semantics:
             semantics.append(outputs["semantic_label"].squeeze(-1).cpu().numpy().astype(np.int64))
         metrics.append(model.get_image_metrics_and_images(outputs, batch)[0])
-    return RenderedViews(stems, instances, semantics or None, metrics, embeddings if keep_embeddings else None)
+    return RenderedViews(stems, instances, semantics or None, metrics, embeddings if keep_embeddings else None,
+                         rgb if keep_rgb else None)  # fmt: skip

@@ -7,7 +7,6 @@ Example (scores only the scene's own 2D segmenter, untracked and tracked)::
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +16,26 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
 
 from unic_lift_ns.eval.evaluate import (
+    RESULT_COLUMNS,
     EvalResult,
     SceneGT,
+    at_gt_size,
     evaluate_predictions,
     evaluate_segmenter_baselines,
     has_gt,
     load_scene_gt,
+    result_cells,
     score_rendered,
 )
-from unic_lift_ns.eval.rendered_views import check_label_output, check_writable_folder, dataset_stems, render_eval_views
+from unic_lift_ns.eval.rendered_views import (
+    RenderedViews,
+    check_label_output,
+    check_writable_folder,
+    dataset_stems,
+    render_eval_views,
+)
+from unic_lift_ns.eval.report import ReportView, check_report_folder, view_qualities, write_report
+from unic_lift_ns.data.label_maps import read_label_map
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
 from unic_lift_ns.models.decoding import InstanceDecoding
 from unic_lift_ns.runs import LoadedRun, load_run
@@ -64,6 +74,10 @@ class EvalConfig:
     """Also score the scene's 2D segmenter masks, untracked and with Hungarian tracking (needs gt/)."""
     tracking_min_iou: float = DEFAULT_MIN_IOU
     """Minimum IoU for the tracking baseline to link segments of consecutive views."""
+    report: Optional[Path] = None
+    """With --load-config: write a visual report to this folder, views/<stem>.png per eval view (the RGB render,
+    the view's 2D instance mask, the decoded labels of each decoding and, when the scene has gt/, the ground truth
+    and the view's PQ) and index.html with the score table. It must be new, empty or an earlier report."""
     output_json: Optional[Path] = None
     """Where to write the results; default SCENE/eval/results.json, PRED_results.json next to --pred, or
     eval_results.json next to --load-config. An existing file is replaced only if unic-lift-eval wrote it."""
@@ -78,8 +92,12 @@ class EvalConfig:
             raise ValueError("--scene is required (or --load-config, whose data folder is then used)")
         if self.load_config is not None and not self.load_config.is_file():
             raise FileNotFoundError(f"--load-config: no such file {self.load_config}")
+        if self.report is not None and self.load_config is None:
+            raise ValueError("--report needs --load-config (it shows the run's rendered eval views)")
         output_json = self.output_json or self.default_output_json()
         check_output_file(output_json, "--output-json")
+        if self.report is not None:
+            check_report_folder(self.report)
         if self.load_config is None:
             scene, run = self.scene, None
             gt = load_scene_gt(scene, progress=True)
@@ -88,17 +106,20 @@ class EvalConfig:
             run = self.prepare_run()
             scene, stems, gt = run.scene, run.eval_stems, run.gt
         results: dict[str, EvalResult] = {}
+        rendered: dict[str, RenderedViews] = {}
         baselines = {}
         if self.baselines and gt is not None:
             baselines = evaluate_segmenter_baselines(scene, self.tracking_min_iou, gt=gt, progress=True)
         if run is not None:
-            results.update(self.score_checkpoint(run))
+            rendered = self.render_checkpoint(run)
+            results.update(score_checkpoint(rendered, run.gt))
         results.update(baselines)
         if self.pred is not None:
             results[PREDICTION] = evaluate_predictions(
                 scene, self.pred, self.pred_semantics, gt=gt, progress=True, unlabelled=self.unlabelled_id
             )
-        CONSOLE.print(results_table(results, title=f"{scene} ({len(stems)} eval views)"))
+        title = f"{scene} ({len(stems)} eval views)"
+        CONSOLE.print(results_table(results, title=title))
         output = {
             "scene": str(scene),
             "load_config": None if self.load_config is None else str(self.load_config),
@@ -111,6 +132,11 @@ class EvalConfig:
         output_json.parent.mkdir(parents=True, exist_ok=True)
         write_json(output_json, output, GENERATOR)
         CONSOLE.print(f"Saved results to: {output_json}")
+        if self.report is not None:
+            model_config = run.loaded.model.config
+            captions = self.instance_decoding or [getattr(model_config, "instance_decoding", "decoded labels")]
+            views = report_views(run, dict(zip(captions, rendered.values())))
+            CONSOLE.print(f"Saved the report to: {write_report(self.report, title, results, views)}")
 
     def prepare_run(self) -> RunAndGroundTruth:
         """Load --load-config and everything its scoring needs, checking what can fail before rendering."""
@@ -146,24 +172,20 @@ class EvalConfig:
             return []
         return [self.save_labels / d for d in self.instance_decoding] or [self.save_labels]
 
-    def score_checkpoint(self, run: RunAndGroundTruth) -> dict[str, EvalResult]:
-        """Render the run's eval views once per instance decoding, save their labels and score them by row name."""
+    def render_checkpoint(self, run: RunAndGroundTruth) -> dict[str, RenderedViews]:
+        """Render the run's eval views once per instance decoding and save their labels; by score row name."""
         decodings = self.instance_decoding or [None]
         folders = self.label_folders() or [None] * len(decodings)
-        scores = {}
+        rendered = {}
         for decoding, folder in zip(decodings, folders):
             if decoding is not None:
                 run.loaded.model.set_decoding(instance_decoding=decoding)
-            rendered = render_eval_views(run.loaded.pipeline)
+            views = render_eval_views(run.loaded.pipeline, keep_rgb=self.report is not None)
             if folder is not None:
-                rendered.save(folder)
-            if run.gt is not None:
-                result = score_rendered(rendered, run.gt)
-            else:
-                result = EvalResult.image_metrics_only(rendered.mean_image_metrics(), len(rendered.stems))
+                views.save(folder)
             name = run.loaded.name
-            scores[name if decoding is None else f"{name}, {decoding}"] = result
-        return scores
+            rendered[name if decoding is None else f"{name}, {decoding}"] = views
+        return rendered
 
     def default_output_json(self) -> Path:
         """SCENE/eval/results.json, PRED_results.json next to --pred, or eval_results.json next to --load-config."""
@@ -189,19 +211,45 @@ class RunAndGroundTruth:
     """Ground truth of those views, or None when the scene has no gt/."""
 
 
+def score_checkpoint(rendered: dict[str, RenderedViews], gt: Optional[SceneGT]) -> dict[str, EvalResult]:
+    """Score each decoding's rendered views against ``gt``, or report their image metrics without it."""
+    return {
+        name: score_rendered(views, gt) if gt is not None
+        else EvalResult.image_metrics_only(views.mean_image_metrics(), len(views.stems))
+        for name, views in rendered.items()
+    }  # fmt: skip
+
+
+def report_views(run: RunAndGroundTruth, rendered: dict[str, RenderedViews]) -> list[ReportView]:
+    """What the report shows of each eval view: the render, its 2D mask, the labels and PQ of every decoding (by
+    its caption in ``rendered``) and the GT."""
+    first = next(iter(rendered.values()))
+    dataset = run.loaded.pipeline.datamanager.eval_dataset
+    masks = [None if path is None else read_label_map(path) for path in dataset.instance_mask_paths]
+    qualities: dict[str, list[float]] = {}
+    if run.gt is not None:
+        for name, views in rendered.items():
+            instances, semantics = at_gt_size(views, run.gt)
+            qualities[name] = view_qualities(instances, run.gt.instances, semantics, run.gt.semantics)
+    gt_index = {} if run.gt is None else {stem: i for i, stem in enumerate(run.gt.eval_stems)}
+    return [
+        ReportView(
+            stem, first.rgb[i], masks[i], {name: views.instances[i] for name, views in rendered.items()},
+            None if run.gt is None else run.gt.instances[gt_index[stem]],
+            {name: qualities[name][gt_index[stem]] for name in qualities},
+        )
+        for i, stem in enumerate(first.stems)
+    ]  # fmt: skip
+
+
 def results_table(results: dict[str, EvalResult], title: str) -> Table:
     """One row per method; qualities in percent."""
     table = Table(title=title)
     table.add_column("Method")
-    for column in ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "PSNR", "SSIM", "LPIPS", "#pred/#GT inst."):
+    for column in RESULT_COLUMNS:
         table.add_column(column, justify="right")
-    for name, r in results.items():
-        qualities = (r.pq_scene, r.sq_scene, r.rq_scene, r.pq_frame, r.miou)
-        cells = ["-" if q is None or math.isnan(q) else f"{100 * q:.1f}" for q in qualities]
-        image = ((r.psnr, ".2f"), (r.ssim, ".3f"), (r.lpips, ".3f"))
-        cells += ["-" if m is None else f"{m:{spec}}" for m, spec in image]
-        counts = "-" if r.num_gt_instances is None else f"{r.num_pred_instances}/{r.num_gt_instances}"
-        table.add_row(name, *cells, counts)
+    for name, result in results.items():
+        table.add_row(name, *result_cells(result))
     return table
 
 
