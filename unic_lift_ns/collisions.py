@@ -85,7 +85,7 @@ def split_label_collisions(
     seen = frame_counts >= np.minimum(visible_fraction * sizes[big], min_size)
 
     codes_of = component_labels.copy()
-    free = _free_codes(labels, num_bits)
+    free = free_codes(labels, num_bits)
     labels_split = new_labels = unsplit = 0
     for label in np.unique(component_labels[big]):
         members = np.flatnonzero(component_labels[big] == label)
@@ -147,7 +147,7 @@ def _frame_counts(
     return counts
 
 
-def _free_codes(labels: np.ndarray, num_bits: int) -> Iterator[int]:
+def free_codes(labels: np.ndarray, num_bits: int) -> Iterator[int]:
     """The codes in [1, 2^num_bits) that no label uses, ascending."""
     used = set(np.unique(labels).tolist())
     return (code for code in range(1, 2**num_bits) if code not in used)

@@ -1,0 +1,132 @@
+"""A user's corrections of instance labels (issue #30): merge, split and delete, replayed in order on per-Gaussian
+labels, so they are exact and need no retraining.
+
+* ``merge``: the Gaussians of ``label`` take label ``into``.
+* ``split``: the Gaussians of ``label`` fall apart into their 3D components (:func:`unic_lift_ns.collisions.
+  label_components`, the collision split's components); the largest keeps the label, every other one of at least
+  ``min_size`` Gaussians gets a d-bit code no Gaussian has (as the collision split gives).
+* ``delete``: the Gaussians of ``label`` become background, label 2^d (the label nearest-code gives Gaussians that
+  do not vote; no code has it).
+
+They are stored as ``instance_corrections.json`` in the run directory (:data:`CORRECTIONS_FILE`), written
+atomically over nothing or over a file of ours (:mod:`unic_lift_ns.safe_files`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Literal, Optional, Tuple, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from unic_lift_ns.collisions import free_codes, label_components, median_neighbour_distance
+from unic_lift_ns.errors import InputError
+from unic_lift_ns.safe_files import write_json
+
+CORRECTIONS_FILE = "instance_corrections.json"
+"""Name of the corrections file in a run directory."""
+GENERATOR = "unic-lift-corrections"
+"""The corrections file's "generator": only a file that says so is replaced."""
+Operation = Literal["merge", "split", "delete"]
+"""What a correction does (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One operation on the labels."""
+
+    op: Operation
+    """merge, split or delete."""
+    label: int
+    """The label it changes."""
+    into: Optional[int] = None
+    """With merge: the label the Gaussians of ``label`` take."""
+
+
+@dataclass(frozen=True)
+class Corrections:
+    """The operations in the order they were made; immutable, so that a model's cache can key on them."""
+
+    operations: Tuple[Correction, ...] = ()
+    """Replayed first to last."""
+    radius_factor: float = 5.0
+    """Split: neighbour radius of the 3D components, in median nearest-neighbour distances."""
+    min_size: int = 5
+    """Split: components of fewer Gaussians keep the label."""
+
+    def then(self, correction: Correction) -> Corrections:
+        """These corrections and one more."""
+        return Corrections(self.operations + (correction,), self.radius_factor, self.min_size)
+
+    def undone(self) -> Corrections:
+        """These corrections without the last one."""
+        return Corrections(self.operations[:-1], self.radius_factor, self.min_size)
+
+    @torch.no_grad()
+    def apply(self, labels: Tensor, means: Tensor, num_bits: int) -> Tensor:
+        """[N] int64 labels with every operation replayed; ``means`` [N, 3] are the Gaussians' centres (for split),
+        labels are d = ``num_bits``-bit codes plus background 2^d."""
+        labels = labels.clone()
+        for correction in self.operations:
+            chosen = labels == correction.label
+            if correction.op == "merge":
+                labels[chosen] = correction.into
+            elif correction.op == "delete":
+                labels[chosen] = 2**num_bits
+            else:
+                labels[chosen] = self._split(means[chosen], correction.label, labels, num_bits).to(labels)
+        return labels
+
+    def _split(self, means: Tensor, label: int, labels: Tensor, num_bits: int) -> Tensor:
+        """Labels of the Gaussians ``means`` of ``label`` after its split into 3D components."""
+        points = means.detach().cpu().double().numpy()
+        split = np.full(len(points), label, dtype=np.int64)
+        if len(points) < 2:
+            return torch.from_numpy(split)
+        radius = self.radius_factor * median_neighbour_distance(points)
+        components = label_components(points, np.zeros(len(points), dtype=np.int64), radius)
+        sizes = np.bincount(components)
+        free = free_codes(labels.cpu().numpy(), num_bits)
+        for component in np.argsort(-sizes, kind="stable")[1:]:  # the largest keeps the label
+            code = next(free, None) if sizes[component] >= self.min_size else None
+            if code is not None:
+                split[components == component] = code
+        return torch.from_numpy(split)
+
+    def to_dict(self) -> dict:
+        return {"operations": [{k: v for k, v in vars(c).items() if v is not None} for c in self.operations]}
+
+    def save(self, run_dir: Path) -> Path:
+        """Write ``run_dir/instance_corrections.json`` atomically (over nothing or an earlier one of ours)."""
+        return write_json(Path(run_dir) / CORRECTIONS_FILE, self.to_dict(), GENERATOR)
+
+
+def load_corrections(path: Path, radius_factor: float = 5.0, min_size: int = 5) -> Corrections:
+    """Read a corrections file; a file that is not one raises :class:`InputError` naming it and what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a corrections file ({error}); move it away to start without corrections")
+    operations: List[Correction] = []
+    entries = data.get("operations") if isinstance(data, dict) and data.get("generator") == GENERATOR else None
+    if not isinstance(entries, list):
+        raise InputError(f"{path}: not a corrections file of unic-lift (no \"generator\": \"{GENERATOR}\" and "
+                         "\"operations\" list); move it away to start without corrections")  # fmt: skip
+    for index, entry in enumerate(entries):
+        operations.append(_correction(entry, f"{path}: operation {index + 1}"))
+    return Corrections(tuple(operations), radius_factor, min_size)
+
+
+def _correction(entry: object, where: str) -> Correction:
+    """One operation of a corrections file, checked."""
+    if not isinstance(entry, dict) or entry.get("op") not in get_args(Operation):
+        raise InputError(f"{where}: expected {{\"op\": one of {', '.join(get_args(Operation))}, \"label\": ...}}")
+    labels = [entry.get("label")] + ([entry.get("into")] if entry["op"] == "merge" else [])
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in labels):
+        raise InputError(f"{where}: labels must be non-negative integers, got {entry}")
+    return Correction(entry["op"], entry["label"], entry.get("into") if entry["op"] == "merge" else None)
+
