@@ -13,8 +13,10 @@ from typing import Literal
 
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from unic_lift_ns.checkpoints import allow_nerfstudio_checkpoints, checkpoint_dir, named_checkpoint_errors
+from unic_lift_ns.corrections import CORRECTIONS_FILE, load_corrections
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
 from unic_lift_ns.models.unic_lift import UniCLiftModel
@@ -73,10 +75,14 @@ def read_run_config(config_path: Path, flag: str = "--load-config") -> TrainerCo
 
 
 def load_run(
-    config_path: Path, test_mode: Literal["test", "val", "inference"] = "test", flag: str = "--load-config"
+    config_path: Path,
+    test_mode: Literal["test", "val", "inference"] = "test",
+    flag: str = "--load-config",
+    corrections: bool = True,
 ) -> LoadedRun:
     """Load the latest checkpoint of a run; ``test_mode`` as nerfstudio's ``eval_setup`` ("inference" loads no
-    images, "test" the eval views)."""
+    images, "test" the eval views). With ``corrections``, a unic-lift run's ``instance_corrections.json`` (the
+    viewer's corrections) is replayed on its labels."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     allow_nerfstudio_checkpoints()
@@ -89,4 +95,11 @@ def load_run(
 
     with named_checkpoint_errors(flag, folder):
         loaded, pipeline, _, step = eval_setup(config_path, test_mode=test_mode, update_config_callback=use_folder)
-    return LoadedRun(config_path, loaded, pipeline, step)
+    run = LoadedRun(config_path, loaded, pipeline, step)
+    corrections_file = config_path.parent / CORRECTIONS_FILE
+    if corrections and run.is_unic_lift and corrections_file.exists():
+        cfg = run.model.config
+        run.model.set_corrections(load_corrections(corrections_file, cfg.collision_radius, cfg.collision_min_gaussians))
+        count = len(run.model.corrections.operations)
+        CONSOLE.print(f"Replaying {count} label correction(s) from {corrections_file}", markup=False, soft_wrap=True)
+    return run

@@ -106,6 +106,11 @@ class Decoding:
         """[N] int64: each Gaussian's label, read from its own embedding like a pixel."""
         return self.pixel_labels(model, {"embedding": model.embeddings})
 
+    def voting(self, model: DecodedModel) -> Optional[Tensor]:
+        """[N] bool: the Gaussians whose labels pixels composite when they read per-Gaussian labels (with
+        corrections); None: every Gaussian."""
+        return None
+
 
 class RenderedEmbedding(Decoding):
     """The paper's decoding (Sec. 3.3): Embedding-to-Label of the rendered V."""
@@ -139,6 +144,10 @@ class GaussianVotes(Decoding):
         pixels read."""
         labels = self.collision_split(model)[0] if model.config.split_collisions else super().gaussian_labels(model)
         return labels * model.vote_gate.voting(model).long()
+
+    def voting(self, model: DecodedModel) -> Optional[Tensor]:
+        """The Gaussians the vote gate lets vote, as without corrections."""
+        return model.vote_gate.voting(model)
 
     @torch.no_grad()
     def collision_split(self, model: DecodedModel) -> Tuple[Tensor, CollisionReport]:

@@ -12,9 +12,10 @@ import torch
 from torch import Tensor
 from torch.nn import Parameter
 
+from unic_lift_ns.corrections import Corrections
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, Range
-from unic_lift_ns.instance_codes import max_labels
+from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_labels
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,
@@ -144,6 +145,7 @@ class UniCLiftModel(SegmentationSplatModel):
         self._neighbour_generator = torch.Generator()  # Eq. 6's per-step sample of pairs
         self._neighbour_generator.manual_seed(1)
         self.vote_gate = VoteGate()  # which Gaussians vote, for the decodings that read the Gaussians' codes
+        self.corrections = Corrections(radius_factor=cfg.collision_radius, min_size=cfg.collision_min_gaussians)
         self._check_segment_counts()
 
     def _check_segment_counts(self) -> None:
@@ -186,9 +188,19 @@ class UniCLiftModel(SegmentationSplatModel):
 
     def segmentation_features(self, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """The embedding v (Eq. 3) and semantic logits, plus, outside training, the decoding's own per-Gaussian
-        features (the votes of 'gaussian-votes')."""
+        features (the votes of 'gaussian-votes'), or with corrections the +-1 bits of each Gaussian's corrected label
+        (d + 1 bits: deleted instances are label 2^d) from the Gaussians the decoding lets vote, composited as
+        'gaussian-votes' composites its votes."""
         features = super().segmentation_features(params)
-        if not self.training:
+        if self.training:
+            return features
+        if self.corrections.operations:  # pixels read the corrected labels of their Gaussians
+            votes = 2.0 * label_to_bits(self.gaussian_labels(), self.config.embedding_dim + 1) - 1.0
+            voting = self.decoding.voting(self)
+            votes = votes if voting is None else votes * voting.unsqueeze(-1)
+            drawn = self.drawn_gaussians()
+            features["corrected_votes"] = votes if drawn is None else votes[drawn]
+        else:
             features.update(self.decoding.features(self, params))
         return features
 
@@ -205,13 +217,30 @@ class UniCLiftModel(SegmentationSplatModel):
                 "in the model's metadata ('train_cameras')"
             )
 
+    def set_corrections(self, corrections: Corrections) -> None:
+        """Replay ``corrections`` (:mod:`unic_lift_ns.corrections`) on the decoding's labels from now on: in
+        :meth:`gaussian_labels` and so in every pixel label, export and evaluation."""
+        self.corrections = corrections
+
     @torch.no_grad()
     def gaussian_labels(self) -> Tensor:
-        """Each Gaussian's label under the decoding."""
-        return self.decoding.gaussian_labels(self)
+        """Each Gaussian's label under the decoding, with the corrections replayed (cached per step, decoding
+        settings and corrections)."""
+        if not self.corrections.operations:
+            return self.decoding.gaussian_labels(self)
+        cfg = self.config
+        key = (tuple(getattr(cfg, name) for name in cfg.decoding_fields), self.corrections)
+
+        def build() -> Tensor:
+            return self.corrections.apply(self.decoding.gaussian_labels(self), self.means, cfg.embedding_dim)
+
+        return self.gaussian_cache("corrected_labels", build, 1, key=key)
 
     def decode_instances(self, maps: Dict[str, Tensor]) -> Tensor:
-        """Embedding-to-Label (Sec. 3.3) as the decoding reads it; no clustering."""
+        """Embedding-to-Label (Sec. 3.3) as the decoding reads it; no clustering. With corrections, the composited
+        bits of the Gaussians' corrected labels."""
+        if "corrected_votes" in maps:
+            return embedding_to_label(maps["corrected_votes"])
         return self.decoding.pixel_labels(self, maps)
 
     def instance_losses(
