@@ -253,6 +253,8 @@ class GuiClient:
         """GUI label -> element id."""
         self.values: Dict[str, Any] = {}
         """Element id -> its latest value."""
+        self.options: Dict[str, Any] = {}
+        """Element id -> the latest options of a dropdown."""
         camera = dict(wxyz=(1.0, 0.0, 0.0, 0.0), position=(0.0, 0.0, -3.0), fov=1.0, aspect=1.0,
                       look_at=(0.0, 0.0, 0.0), up_direction=(0.0, -1.0, 0.0))  # fmt: skip
         self.send("ViewerCameraMessage", **camera)  # viser counts a client as connected from its first camera
@@ -269,9 +271,18 @@ class GuiClient:
                 if message["type"].startswith("GuiAdd"):
                     self.ids[message["label"]] = message["id"]
                     self.values[message["id"]] = message["value"]
-                elif message["type"] == "GuiUpdateMessage" and "value" in message["updates"]:
-                    self.values[message["id"]] = message["updates"]["value"]
+                    self.options[message["id"]] = message.get("options")
+                elif message["type"] == "GuiUpdateMessage":
+                    if "value" in message["updates"]:
+                        self.values[message["id"]] = message["updates"]["value"]
+                    if "options" in message["updates"]:
+                        self.options[message["id"]] = message["updates"]["options"]
         return self.values[self.ids[label]]
+
+    def choose(self, label: str, value: Any) -> None:
+        """Set the input ``label`` to ``value``, as the page does when a user picks an option."""
+        self.wait(label, lambda _: True)
+        self.send("GuiUpdateMessage", id=self.ids[label], updates={"value": value})
 
     def click(self, label: str) -> None:
         """Press the button ``label``, as the page does."""

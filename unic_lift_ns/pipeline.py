@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
 
 import numpy as np
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -19,6 +20,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from unic_lift_ns.eval.evaluate import has_gt, load_scene_gt, score_rendered
 from unic_lift_ns.eval.rendered_views import check_label_output, dataset_stems, render_eval_views
 from unic_lift_ns.viewer import InstanceViewer
+
+INSTANCE_LIST_EVERY = 100
+"""Training steps between refreshes of the live viewer's instance list."""
 
 
 @dataclass
@@ -38,6 +42,12 @@ class SegmentationPipeline(VanillaPipeline):
     def __init__(self, config: SegmentationPipelineConfig, device: str, *args, **kwargs) -> None:
         super().__init__(config, device, *args, **kwargs)
         self.instance_gui = InstanceViewer(self.model)  # live-viewer instance tools (decoding, pick, isolate, export)
+
+    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """nerfstudio's callbacks, and the live viewer's instance list refreshed every INSTANCE_LIST_EVERY steps."""
+        refresh = TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                   self.instance_gui.after_training_steps, update_every_num_iters=INSTANCE_LIST_EVERY)  # fmt: skip
+        return super().get_training_callbacks(attributes) + [refresh]
 
     @property
     def scene_dir(self) -> Optional[Path]:
