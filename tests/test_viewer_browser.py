@@ -2,7 +2,8 @@
 
 The test picks `instance` in the real "Output type" dropdown, checks the screenshot shows several instance colours,
 picks an instance with the "Pick instance" button and a click in the scene, exports it (a folder typed outside the run
-directory is refused, one inside is written), then isolates, hides and shows it again.
+directory is refused, one inside is written), then isolates, hides and shows it again; last it chooses an instance in
+the "Instances" list, merges another into it by a click and undoes the merge.
 WebGL runs in headless Chromium with SwiftShader, so the screenshot is what a user sees.
 """
 
@@ -13,6 +14,7 @@ import contextlib
 import io
 import itertools
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
@@ -155,6 +158,15 @@ INPUT_BY_LABEL = """(() => {{
   const r = input.getBoundingClientRect();
   return {{value: input.value, x: r.x + r.width / 2, y: r.y + r.height / 2}};
 }})()"""
+# Centre of the first dropdown option whose text starts with `start`, scrolled into view; null when there is none.
+OPTION_STARTING = """(() => {{
+  const hit = Array.from(document.querySelectorAll('[role=option]')).find(
+    e => e.textContent.trim().startsWith({start}) && e.getBoundingClientRect().width > 0);
+  if (!hit) return null;
+  hit.scrollIntoView({{block: 'center'}});
+  const r = hit.getBoundingClientRect();
+  return [r.x + r.width / 2, r.y + r.height / 2];
+}})()"""
 CANVAS_BOX = """(() => {
   const r = document.querySelector('canvas').getBoundingClientRect();
   return [r.x, r.y, r.width, r.height];
@@ -204,12 +216,23 @@ def interior_point(mask: np.ndarray, margin: int = 6) -> Tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def viewer_url(trained_run: Path) -> Iterator[str]:
-    """`ns-viewer` on the trained run (PNG frames, so colours arrive exactly), stopped after the module."""
+def viewer_run(trained_run: Path, tmp_path_factory) -> Path:
+    """A copy of the trained run: the viewer writes corrections and exports into it, which other tests must not
+    see."""
+    config = yaml.load((trained_run / "config.yml").read_text(), Loader=yaml.Loader)
+    config.output_dir = tmp_path_factory.mktemp("viewer")
+    run = Path(shutil.copytree(trained_run, config.get_base_dir()))
+    (run / "config.yml").write_text(yaml.dump(config))  # ns-viewer's run directory is the config's base dir
+    return run
+
+
+@pytest.fixture(scope="module")
+def viewer_url(viewer_run: Path) -> Iterator[str]:
+    """`ns-viewer` on a copy of the trained run (PNG frames, so colours arrive exactly), stopped after the module."""
     port = free_port()
-    log = (trained_run / "ns_viewer_test.log").open("w")
+    log = (viewer_run / "ns_viewer_test.log").open("w")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(trained_run / "config.yml"),
+        [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(viewer_run / "config.yml"),
          "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port),
          "--viewer.image-format", "png"],
         stdout=log, stderr=subprocess.STDOUT,
@@ -217,7 +240,7 @@ def viewer_url(trained_run: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(lambda: process.poll() is not None or http_ok(url), 300, "ns-viewer to serve the page")
-        assert process.poll() is None, (trained_run / "ns_viewer_test.log").read_text()[-3000:]
+        assert process.poll() is None, (viewer_run / "ns_viewer_test.log").read_text()[-3000:]
         yield url
     finally:
         stop(process)
@@ -245,7 +268,7 @@ def gaussian_palette(run_dir: Path) -> Dict[int, np.ndarray]:
     return dict(zip(labels.tolist(), colours))
 
 
-def test_instances_in_the_live_viewer(trained_run: Path, viewer_url: str, browser: Browser, tmp_path: Path):
+def test_instances_in_the_live_viewer(viewer_run: Path, viewer_url: str, browser: Browser, tmp_path: Path):
     browser.call("Page.enable")
     browser.call("Page.navigate", url=viewer_url)
     first_frame = "document.body.innerText.includes('Resolution:') && !document.body.innerText.includes('0x0px')"
@@ -264,7 +287,7 @@ def test_instances_in_the_live_viewer(trained_run: Path, viewer_url: str, browse
     browser.click(*option)
     wait_for(lambda: gui_input(browser, "Output type")["value"] == "instance", 30, "the dropdown to show instance")
 
-    palette = gaussian_palette(trained_run)
+    palette = gaussian_palette(viewer_run)
 
     def several_instances() -> Optional[Dict[int, np.ndarray]]:
         found = {label: mask for label, mask in palette_regions(scene(), palette).items() if label != 0}
@@ -296,10 +319,10 @@ def test_instances_in_the_live_viewer(trained_run: Path, viewer_url: str, browse
     type_into(browser, "Export folder", "../escape")
     browser.click(*find_text(browser, "Export selected", "button"))  # type: ignore[misc]
     wait_for(lambda: exported().startswith("refused:"), 60, "the export to be refused")
-    assert "'..'" in exported() and not (trained_run.parent / "escape").exists()
+    assert "'..'" in exported() and not (viewer_run.parent / "escape").exists()
     type_into(browser, "Export folder", "viewer_exports")
     browser.click(*find_text(browser, "Export selected", "button"))  # type: ignore[misc]
-    written = trained_run.resolve() / "viewer_exports" / f"instance_{label}.ply"
+    written = viewer_run.resolve() / "viewer_exports" / f"instance_{label}.ply"
     wait_for(lambda: exported() == str(written), 60, "the export inside the run directory")
     assert written.stat().st_size > 0
 
@@ -317,3 +340,31 @@ def test_instances_in_the_live_viewer(trained_run: Path, viewer_url: str, browse
     browser.click(*find_text(browser, "Show all", "button"))  # type: ignore[misc]
     wait_for(several_instances, 180, "every instance again")
     assert gui_input(browser, "Selected")["value"] == "none"
+
+    # Corrections: choose the largest instance in the real instance list, merge the second largest into it by a
+    # click in the scene, then undo; the screenshot follows each step and the run directory keeps the file.
+    regions = wait_for(several_instances, 180, "every instance again")
+    first, second = sorted(regions, key=lambda label: -regions[label].sum())[:2]
+    browser.click(*(lambda f: (f["x"], f["y"]))(gui_input(browser, "Instances")))  # type: ignore[misc]
+    option = wait_for(lambda: browser.js(OPTION_STARTING.format(start=json.dumps(f"{first}: "))), 30, "the entry")
+    browser.click(*option)
+    wait_for(lambda: gui_input(browser, "Selected")["value"].startswith(f"label {first}:"), 60, "the chosen instance")
+    browser.click(*find_text(browser, "Merge with a clicked one", "button"))  # type: ignore[misc]
+    wait_for(lambda: gui_input(browser, "Corrections")["value"].startswith("click"), 30, "the merge to be armed")
+    row, col = interior_point(regions[second])
+    started = time.monotonic()
+    browser.click(canvas_x + col + 0.5, canvas_y + row + 0.5)
+
+    def merged() -> bool:
+        now = palette_regions(scene(), palette)
+        return second not in now and first in now and now[first].sum() > regions[first].sum()
+
+    wait_for(merged, 180, "the second instance to take the first one's colour")
+    print(f"merge visible {time.monotonic() - started:.2f} s after the click (screenshots polled every 0.5 s)")
+    Image.fromarray(scene()).save(tmp_path / "viewer_merged.png")
+    saved = json.loads((viewer_run / "instance_corrections.json").read_text())["operations"]
+    assert saved == [{"op": "merge", "label": second, "into": first}]
+    assert gui_input(browser, "Corrections")["value"] == f"1: merge {second} into {first}"
+    browser.click(*find_text(browser, "Undo correction", "button"))  # type: ignore[misc]
+    wait_for(lambda: second in palette_regions(scene(), palette), 180, "the second instance back after undo")
+    assert json.loads((viewer_run / "instance_corrections.json").read_text())["operations"] == []
