@@ -1,0 +1,107 @@
+"""The budget curve (issue #29): PQ^scene of every decoding and of HDBSCAN on the same rendered maps against the
+number of training steps, from `unic-lift-bench` outputs at several --steps.
+
+Each point is one bench run at the cpu-recipe budget (its schedule scaled to the steps), for example on the demo
+scene (reused through --scenes-dir: a folder whose objects_25 links to assets/demo) and on the bench's 100-object
+realistic scene:
+
+    mkdir -p outputs/curve/demo_scenes && ln -s "$PWD/assets/demo" outputs/curve/demo_scenes/objects_25
+    for steps in 1000 3000 10000; do
+      unic-lift-bench --objects 25 --noise realistic --views 80 --resolution 160 --points 20000 \\
+        --scenes-dir outputs/curve/demo_scenes --methods unic-lift unic-lift-votes unic-lift-nearest-code \\
+        --no-segmenter-baselines --steps $steps --output-dir outputs/curve/demo_$steps
+      unic-lift-bench --objects 100 --noise realistic --methods unic-lift unic-lift-votes unic-lift-nearest-code \\
+        --no-segmenter-baselines --steps $steps --output-dir outputs/curve/s100_$steps
+    done
+    python benchmarks/budget_curve.py --benches outputs/curve/*/bench.json --plot-path docs/budget_curve.png
+
+It prints a Markdown table (scene, steps, method, PQ^scene, PSNR, #pred/#GT, training seconds) and draws one panel
+per scene with one line per method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import tyro
+
+
+@dataclass(frozen=True)
+class Point:
+    """One method on one scene after one training budget."""
+
+    scene: str
+    steps: int
+    method: str
+    pq_scene: float
+    psnr: Optional[float]
+    instances: str
+    train_seconds: Optional[float]
+
+
+def read_points(path: Path) -> List[Point]:
+    """The scored rows of one bench.json (failed rows and 2D-segmenter rows are left out)."""
+    data = json.loads(path.read_text())
+    points = []
+    for row in data["rows"]:
+        result = row.get("result")
+        if result is None or row.get("variant") is None:
+            continue
+        scene = f"{row['objects']} objects, {row['noise']}, {data['num_views']} views of {data['resolution']} px"
+        instances = f"{result['num_pred_instances']}/{result['num_gt_instances']}"
+        points.append(Point(scene, int(data["steps"]), row["method"], 100 * result["pq_scene"], result.get("psnr"),
+                            instances, row.get("train_seconds")))  # fmt: skip
+    return points
+
+
+def table(points: List[Point]) -> str:
+    lines = ["| scene | steps | method | PQ^scene | PSNR | #pred/#GT | train (s) |", "|---|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (p.scene, p.steps, p.method)):
+        psnr = "-" if p.psnr is None else f"{p.psnr:.2f}"
+        seconds = "-" if p.train_seconds is None else f"{p.train_seconds:.0f}"
+        lines.append(f"| {p.scene} | {p.steps} | {p.method} | {p.pq_scene:.1f} | {psnr} | {p.instances} | {seconds} |")
+    return "\n".join(lines)
+
+
+def plot(points: List[Point], path: Path) -> None:
+    """One panel per scene: PQ^scene against steps (log scale), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenes = sorted({p.scene for p in points})
+    figure, axes = plt.subplots(1, len(scenes), figsize=(6.5 * len(scenes), 4.5), squeeze=False)
+    for axis, scene in zip(axes[0], scenes):
+        lines: Dict[str, List[Tuple[int, float]]] = defaultdict(list)
+        for p in points:
+            if p.scene == scene:
+                lines[p.method].append((p.steps, p.pq_scene))
+        for method, values in sorted(lines.items()):
+            steps, quality = zip(*sorted(values))
+            axis.plot(steps, quality, marker="o", label=method)
+        axis.set_xscale("log")
+        axis.set_xlabel("training steps (cpu-recipe schedule scaled)")
+        axis.set_ylabel("PQ^scene (%)")
+        axis.set_title(scene, fontsize=10)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(benches: List[Path], plot_path: Optional[Path] = None) -> None:
+    """Table of every bench.json in ``benches``; with ``plot_path``, the curve as a PNG."""
+    points = [point for bench in benches for point in read_points(bench)]
+    print(table(points))
+    if plot_path is not None:
+        plot(points, plot_path)
+        print(f"\nSaved {plot_path}")
+
+
+if __name__ == "__main__":
+    tyro.cli(main)
