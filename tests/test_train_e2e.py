@@ -1,11 +1,9 @@
 """End to end on CPU with the real CLIs: `ns-train unic-lift` on a tiny generated scene, then
-`unic-lift-eval --load-config`. The loss must go down and PQ^scene must beat the untracked 2D segmenter."""
+`unic-lift-eval --load-config` (its entry point, in-process). The loss must go down and PQ^scene must beat the untracked 2D segmenter."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,6 @@ import pytest
 
 from conftest import make_scene, train_cpu
 
-BIN = Path(sys.executable).parent
 STEPS = 300
 FAST_SCHEDULE = [
     "--pipeline.model.resolution-schedule", "50",
@@ -35,7 +32,7 @@ def _scalars(run_dir: Path, tag: str) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_ns_train_unic_lift_cpu_end_to_end(tmp_path):
+def test_ns_train_unic_lift_cpu_end_to_end(unic_lift_eval, tmp_path):
     scene = make_scene(tmp_path / "scene", num_objects=6, num_views=24, resolution=64, num_points=3000)
     run_dir = train_cpu("unic-lift", scene, tmp_path / "outputs", STEPS, "--logging.steps-per-log", "10",
                         *FAST_SCHEDULE)
@@ -48,11 +45,8 @@ def test_ns_train_unic_lift_cpu_end_to_end(tmp_path):
     assert cluster[-5:].mean() < cluster[:5].mean() - 0.01, cluster
 
     out = tmp_path / "eval.json"
-    proc = subprocess.run(
-        [str(BIN / "unic-lift-eval"), "--load-config", str(run_dir / "config.yml"), "--output-json", str(out),
-         "--save-labels", str(tmp_path / "labels"), "--instance-decoding", "rendered-embedding", "gaussian-votes"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    proc, _ = unic_lift_eval("--load-config", run_dir / "config.yml", "--output-json", out, "--save-labels",
+                             tmp_path / "labels", "--instance-decoding", "rendered-embedding", "gaussian-votes")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     paper = results[f"unic-lift (step {STEPS - 1}), rendered-embedding"]
