@@ -13,6 +13,8 @@ render with Eq. 4 and the semantic loss), ``+ triplet`` (Eq. 5) and ``full`` (Eq
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import statistics
 import tempfile
 import time
@@ -98,6 +100,7 @@ class Steps:
         config.pipeline.datamanager.data = self.data
         config.vis = "tensorboard"
         config.output_dir = Path(tempfile.mkdtemp(prefix="bench_step_"))
+        atexit.register(shutil.rmtree, config.output_dir, ignore_errors=True)  # a throwaway run: gone at exit
         config.machine.device_type = self.device
         config.max_num_iterations = max(self.train_steps, 1)  # the trainer refuses 0; it trains only if asked
         config.steps_per_save = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9

@@ -12,8 +12,10 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_gpu_check_runs_every_section_on_cpu(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, TRAIN_STEPS="2", REPETITIONS="1", SCALE_SIZES="3000",
-               OUT=str(tmp_path))  # fmt: skip
+               OUT=str(tmp_path), TMPDIR=str(scratch))  # fmt: skip
     run = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True,
                          timeout=900)  # fmt: skip
     log = (tmp_path / "gpu_check.log").read_text()
@@ -23,3 +25,4 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path: Path) -> None:
         assert section in log, section
     assert "segmentation overhead: " in log and "CPU, " in log
     assert "| 3000 |" in log  # the scale table's row
+    assert not list(scratch.glob("bench_step_*"))  # bench_step's throwaway runs are removed when it exits
