@@ -54,7 +54,7 @@ class BenchCorrections:
         largest, second = objects[:2]
         print(f"| {run.name}, {self.decoding}, {model.num_points} Gaussians, frame {int(camera.width)}x"
               f"{int(camera.height)} | replay (ms) | instance list (ms) | frame (ms) | total (ms) |\n|---|---|---|---|---|")  # fmt: skip
-        base = Corrections(radius_factor=model.config.collision_radius, min_size=model.config.collision_min_gaussians)
+        base = Corrections()
         frames = [_timed(lambda: model.get_outputs_for_camera(camera)) for _ in range(self.repetitions)]
         print(f"| none (the same frame without corrections) | - | - | {1000 * statistics.median(frames):.0f} | - |")
         for name, correction in [(f"merge {second} into {largest}", Correction("merge", second, into=largest)),

@@ -55,7 +55,7 @@ def test_merge_split_delete_and_undo(scene) -> None:
 
 def test_split_keeps_small_parts_with_the_label(scene) -> None:
     labels, means = scene
-    out = Corrections(min_size=13).then(Correction("split", 3)).apply(labels, means, BITS)
+    out = Corrections().then(Correction("split", 3)).apply(labels, means, BITS, min_size=13)
     assert (out[:32] == 3).all()  # the 12-Gaussian part is below min_size
 
 

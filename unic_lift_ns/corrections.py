@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Literal, Optional, Tuple, get_args
+from typing import Literal, Optional, Tuple, get_args
 
 import numpy as np
 import torch
@@ -53,23 +53,22 @@ class Corrections:
 
     operations: Tuple[Correction, ...] = ()
     """Replayed first to last."""
-    radius_factor: float = 5.0
-    """Split: neighbour radius of the 3D components, in median nearest-neighbour distances."""
-    min_size: int = 5
-    """Split: components of fewer Gaussians keep the label."""
 
     def then(self, correction: Correction) -> Corrections:
         """These corrections and one more."""
-        return Corrections(self.operations + (correction,), self.radius_factor, self.min_size)
+        return Corrections(self.operations + (correction,))
 
     def undone(self) -> Corrections:
         """These corrections without the last one."""
-        return Corrections(self.operations[:-1], self.radius_factor, self.min_size)
+        return Corrections(self.operations[:-1])
 
     @torch.no_grad()
-    def apply(self, labels: Tensor, means: Tensor, num_bits: int) -> Tensor:
+    def apply(self, labels: Tensor, means: Tensor, num_bits: int, radius_factor: float = 5.0, min_size: int = 5
+              ) -> Tensor:  # fmt: skip
         """[N] int64 labels with every operation replayed; ``means`` [N, 3] are the Gaussians' centres (for split),
-        labels are d = ``num_bits``-bit codes plus background 2^d."""
+        labels are d = ``num_bits``-bit codes plus background 2^d. A split joins centres ``radius_factor`` median
+        nearest-neighbour distances apart into 3D components; one of fewer than ``min_size`` Gaussians keeps the
+        label (the model passes its collision_radius and collision_min_gaussians)."""
         labels = labels.clone()
         for correction in self.operations:
             chosen = labels == correction.label
@@ -78,24 +77,9 @@ class Corrections:
             elif correction.op == "delete":
                 labels[chosen] = 2**num_bits
             else:
-                labels[chosen] = self._split(means[chosen], correction.label, labels, num_bits).to(labels)
+                split = _split(means[chosen], correction.label, labels, num_bits, radius_factor, min_size)
+                labels[chosen] = split.to(labels)
         return labels
-
-    def _split(self, means: Tensor, label: int, labels: Tensor, num_bits: int) -> Tensor:
-        """Labels of the Gaussians ``means`` of ``label`` after its split into 3D components."""
-        points = means.detach().cpu().double().numpy()
-        split = np.full(len(points), label, dtype=np.int64)
-        if len(points) < 2:
-            return torch.from_numpy(split)
-        radius = self.radius_factor * median_neighbour_distance(points)
-        components = label_components(points, np.zeros(len(points), dtype=np.int64), radius)
-        sizes = np.bincount(components)
-        free = free_codes(labels.cpu().numpy(), num_bits)
-        for component in np.argsort(-sizes, kind="stable")[1:]:  # the largest keeps the label
-            code = next(free, None) if sizes[component] >= self.min_size else None
-            if code is not None:
-                split[components == component] = code
-        return torch.from_numpy(split)
 
     def to_dict(self) -> dict:
         return {"operations": [{k: v for k, v in vars(c).items() if v is not None} for c in self.operations]}
@@ -105,20 +89,35 @@ class Corrections:
         return write_json(Path(run_dir) / CORRECTIONS_FILE, self.to_dict(), GENERATOR)
 
 
-def load_corrections(path: Path, radius_factor: float = 5.0, min_size: int = 5) -> Corrections:
+def _split(means: Tensor, label: int, labels: Tensor, num_bits: int, radius_factor: float, min_size: int) -> Tensor:
+    """Labels of the Gaussians ``means`` of ``label`` after its split into 3D components (see
+    :meth:`Corrections.apply`)."""
+    points = means.detach().cpu().double().numpy()
+    split = np.full(len(points), label, dtype=np.int64)
+    if len(points) < 2:
+        return torch.from_numpy(split)
+    radius = radius_factor * median_neighbour_distance(points)
+    components = label_components(points, np.zeros(len(points), dtype=np.int64), radius)
+    sizes = np.bincount(components)
+    free = free_codes(labels.cpu().numpy(), num_bits)
+    for component in np.argsort(-sizes, kind="stable")[1:]:  # the largest keeps the label
+        code = next(free, None) if sizes[component] >= min_size else None
+        if code is not None:
+            split[components == component] = code
+    return torch.from_numpy(split)
+
+
+def load_corrections(path: Path) -> Corrections:
     """Read a corrections file; a file that is not one raises :class:`InputError` naming it and what is wrong."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not a corrections file ({error}); move it away to start without corrections")
-    operations: List[Correction] = []
     entries = data.get("operations") if isinstance(data, dict) and data.get("generator") == GENERATOR else None
     if not isinstance(entries, list):
         raise InputError(f"{path}: not a corrections file of unic-lift (no \"generator\": \"{GENERATOR}\" and "
                          "\"operations\" list); move it away to start without corrections")  # fmt: skip
-    for index, entry in enumerate(entries):
-        operations.append(_correction(entry, f"{path}: operation {index + 1}"))
-    return Corrections(tuple(operations), radius_factor, min_size)
+    return Corrections(tuple(_correction(entry, f"{path}: operation {i + 1}") for i, entry in enumerate(entries)))
 
 
 def _correction(entry: object, where: str) -> Correction:

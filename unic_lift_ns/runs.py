@@ -98,8 +98,7 @@ def load_run(
     run = LoadedRun(config_path, loaded, pipeline, step)
     corrections_file = config_path.parent / CORRECTIONS_FILE
     if corrections and run.is_unic_lift and corrections_file.exists():
-        cfg = run.model.config
-        run.model.set_corrections(load_corrections(corrections_file, cfg.collision_radius, cfg.collision_min_gaussians))
+        run.model.set_corrections(load_corrections(corrections_file))
         count = len(run.model.corrections.operations)
         CONSOLE.print(f"Replaying {count} label correction(s) from {corrections_file}", markup=False, soft_wrap=True)
     return run

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from unic_lift_ns.corrections import CORRECTIONS_FILE, Correction, Corrections, load_corrections
 from unic_lift_ns.errors import InputError
-from unic_lift_ns.instance_codes import label_palette
+from unic_lift_ns.export.instances import export_instance, label_colour, model_splats
 
 if TYPE_CHECKING:
     from unic_lift_ns.models.backbone import SegmentationSplatModel
@@ -228,8 +228,7 @@ class InstanceViewer(nn.Module):
             return
         count = int((self._owner().gaussian_labels() == label).sum())
         self.picked.value = f"label {label}: {count} Gaussians"
-        colour = label_palette(torch.tensor([label]))[0]
-        self.picked_colour.value = tuple(int(round(255 * float(c))) for c in colour)
+        self.picked_colour.value = label_colour(label)
         entry = next((e for e in self.instances_list.options if label_of_entry(e) == label), None)
         if entry is not None and self.instances_list.value != entry:
             self.instances_list.value = entry
@@ -343,8 +342,7 @@ class InstanceViewer(nn.Module):
         path = None if run_dir is None else run_dir / CORRECTIONS_FILE
         if hasattr(model, "set_corrections") and path is not None and path.exists():
             try:
-                cfg = model.config
-                model.set_corrections(load_corrections(path, cfg.collision_radius, cfg.collision_min_gaussians))
+                model.set_corrections(load_corrections(path))
                 self._show_corrections()
             except InputError as error:
                 CONSOLE.print(f"unic-lift viewer: {error}", style="bold red", markup=False, soft_wrap=True)
@@ -393,8 +391,6 @@ class InstanceViewer(nn.Module):
         if self.selected is None:
             self.written.value = "nothing selected: pick an instance first"
             return None
-        from unic_lift_ns.export.instances import export_instance, model_splats
-
         run_dir = self.run_dir()
         try:
             if run_dir is None:

@@ -145,7 +145,7 @@ class UniCLiftModel(SegmentationSplatModel):
         self._neighbour_generator = torch.Generator()  # Eq. 6's per-step sample of pairs
         self._neighbour_generator.manual_seed(1)
         self.vote_gate = VoteGate()  # which Gaussians vote, for the decodings that read the Gaussians' codes
-        self.corrections = Corrections(radius_factor=cfg.collision_radius, min_size=cfg.collision_min_gaussians)
+        self.corrections = Corrections()  # the user's label corrections, replayed by gaussian_labels()
         self._check_segment_counts()
 
     def _check_segment_counts(self) -> None:
@@ -232,7 +232,9 @@ class UniCLiftModel(SegmentationSplatModel):
         key = (tuple(getattr(cfg, name) for name in cfg.decoding_fields), self.corrections)
 
         def build() -> Tensor:
-            return self.corrections.apply(self.decoding.gaussian_labels(self), self.means, cfg.embedding_dim)
+            labels = self.decoding.gaussian_labels(self)
+            return self.corrections.apply(labels, self.means, cfg.embedding_dim, cfg.collision_radius,
+                                          cfg.collision_min_gaussians)  # fmt: skip
 
         return self.gaussian_cache("corrected_labels", build, 1, key=key)
 

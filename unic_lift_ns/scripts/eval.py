@@ -15,6 +15,7 @@ from typing import List, Optional
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
 
+from unic_lift_ns.data.label_maps import read_label_map
 from unic_lift_ns.eval.evaluate import (
     RESULT_COLUMNS,
     EvalResult,
@@ -35,7 +36,6 @@ from unic_lift_ns.eval.rendered_views import (
     render_eval_views,
 )
 from unic_lift_ns.eval.report import ReportView, check_report_folder, view_qualities, write_report
-from unic_lift_ns.data.label_maps import read_label_map
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU
 from unic_lift_ns.models.decoding import InstanceDecoding
 from unic_lift_ns.runs import LoadedRun, load_run
