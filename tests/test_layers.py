@@ -17,7 +17,7 @@ LAYERS: List[List[str]] = [
     ["errors", "baselines.__init__", "data.__init__", "export.__init__"],
     ["instance_codes", "collisions", "lazy_lpips", "checkpoints", "flag_ranges", "safe_files", "losses", "clustering", "rasterization",
      "data.label_maps", "synth", "export.ply", "baselines.contrastive_lift_losses", "baselines.gaussian_clustering_losses"],
-    ["data.dataset", "data.datamanager", "eval", "export.instances", "trainer", "masks", "corrections"],
+    ["data.dataset", "data.datamanager", "eval", "export.instances", "trainer", "masks", "corrections", "mask_split"],
     ["models"],
     ["viewer"],
     ["pipeline"],

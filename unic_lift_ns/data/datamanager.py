@@ -103,6 +103,7 @@ class SegmentationDataManager(FullImageDatamanager[SegmentationDataset]):
         # The model's collision split (split_collisions) projects the Gaussians into the train views; the same object
         # that undistortion updates in place.
         self.train_dataset.metadata["train_cameras"] = self.train_dataset.cameras
+        self.train_dataset.metadata["train_instance_masks"] = self.train_instance_masks  # read by the mask split
         if test_mode == "inference":
             self.train_dataset.metadata.update(segment_counts={}, semantic_max_ids={})
             return
@@ -150,6 +151,11 @@ class SegmentationDataManager(FullImageDatamanager[SegmentationDataset]):
             instance_mask_dir=self.config.instance_mask_dir,
             semantic_mask_dir=self.config.semantic_mask_dir,
         )
+
+    def train_instance_masks(self) -> List[Optional[torch.Tensor]]:
+        """Each train view's instance mask as the losses see it (undistorted, segments 1..K, 0 = unlabelled), or None
+        for a view without one; reads the train images on first use."""
+        return [data.get("instance_mask") for data in self.cached_train]
 
     @cached_property
     def segment_counts(self) -> Dict[Path, int]:

@@ -129,6 +129,12 @@ class SegmentationSplatModel(PortableSplatfacto):
         return self.kwargs.get("metadata", {}).get("train_cameras")
 
     @property
+    def train_instance_masks(self) -> Optional[Callable[[], List[Optional[Tensor]]]]:
+        """What gives the train views' instance masks ([H, W] int64, 0 = unlabelled; None for a view without one),
+        which the mask split reads: the datamanager passes it in the model's metadata; None without it."""
+        return self.kwargs.get("metadata", {}).get("train_instance_masks")
+
+    @property
     def semantic_logits(self) -> Optional[Tensor]:
         return self.gauss_params["semantic_logits"] if "semantic_logits" in self.gauss_params else None
 

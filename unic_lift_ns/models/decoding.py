@@ -17,8 +17,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from unic_lift_ns.clustering import assign_nearest
-from unic_lift_ns.collisions import CollisionReport, split_label_collisions
+from unic_lift_ns.collisions import CollisionReport, median_neighbour_distance, split_label_collisions
 from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_labels
+from unic_lift_ns.mask_split import MaskSplitReport, split_labels_by_masks
 from unic_lift_ns.models.backbone import SegmentationSplatModel
 from unic_lift_ns.models.portable_splatfacto import world_to_camera
 
@@ -121,14 +122,15 @@ class RenderedEmbedding(Decoding):
 class GaussianVotes(Decoding):
     """Embedding-to-Label of every Gaussian first; each pixel decodes the alpha-composited +-1 bits of the Gaussians
     that vote (0 where none does), so blends of unequal embeddings cannot decode to third codes. With
-    ``split_collisions`` the Gaussians vote the bits of their split label (:mod:`unic_lift_ns.collisions`)."""
+    ``split_collisions`` or ``split_by_masks`` the Gaussians vote the bits of their split label
+    (:mod:`unic_lift_ns.collisions`, :mod:`unic_lift_ns.mask_split`)."""
 
     name: ClassVar[str] = "gaussian-votes"
 
     def features(self, model: DecodedModel, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """``label_votes``: each drawn Gaussian's bits as +-1, times whether it votes."""
-        if model.config.split_collisions:
-            labels, drawn = self.collision_split(model)[0], model.drawn_gaussians()
+        if self.splits(model):
+            labels, drawn = self.split_labels(model), model.drawn_gaussians()
             labels = labels if drawn is None else labels[drawn]
             votes = 2.0 * label_to_bits(labels, model.config.embedding_dim) - 1.0
         else:
@@ -140,14 +142,47 @@ class GaussianVotes(Decoding):
 
     @torch.no_grad()
     def gaussian_labels(self, model: DecodedModel) -> Tensor:
-        """Each Gaussian's label (its split label with split_collisions), 0 for those that do not vote, as their
-        pixels read."""
-        labels = self.collision_split(model)[0] if model.config.split_collisions else super().gaussian_labels(model)
+        """Each Gaussian's label (its split label with split_collisions or split_by_masks), 0 for those that do not
+        vote, as their pixels read."""
+        labels = self.split_labels(model) if self.splits(model) else super().gaussian_labels(model)
         return labels * model.vote_gate.voting(model).long()
 
     def voting(self, model: DecodedModel) -> Optional[Tensor]:
         """The Gaussians the vote gate lets vote, as without corrections."""
         return model.vote_gate.voting(model)
+
+    @staticmethod
+    def splits(model: DecodedModel) -> bool:
+        """Whether the config splits labels."""
+        return model.config.split_collisions or model.config.split_by_masks
+
+    def split_labels(self, model: DecodedModel) -> Tensor:
+        """[N] int64 codes with the splits the config turns on: collisions, then the train masks'."""
+        return self.mask_split(model)[0] if model.config.split_by_masks else self.collision_split(model)[0]
+
+    @torch.no_grad()
+    def mask_split(self, model: DecodedModel) -> Tuple[Tensor, MaskSplitReport]:
+        """[N] int64 codes (after the collision split with split_collisions) with the voting Gaussians of each label
+        that the train views' instance masks keep apart split, and the split's report. Cached like the collision
+        split. Needs the datamanager's train cameras and masks in the model's metadata."""
+        cfg = model.config
+
+        def build() -> Tuple[Tensor, MaskSplitReport]:
+            labels = self.collision_split(model)[0] if cfg.split_collisions else embedding_to_label(model.embeddings)
+            voting = model.vote_gate.voting(model)
+            cameras, means = model.train_cameras, model.means[voting].cpu().numpy()
+            masks = [None if mask is None else mask.cpu().numpy() for mask in model.train_instance_masks()]
+            split_codes, report = split_labels_by_masks(
+                means, labels[voting].cpu().numpy(), world_to_camera(cameras.camera_to_worlds).cpu().numpy(),
+                cameras.get_intrinsics_matrices().numpy(), masks, cfg.embedding_dim,
+                cfg.collision_radius * median_neighbour_distance(means), cfg.collision_min_gaussians,
+                cfg.mask_split_agreement,
+            )  # fmt: skip
+            return labels.masked_scatter(voting, torch.from_numpy(split_codes).to(labels.device)), report
+
+        key = (cfg.split_collisions, cfg.collision_radius, cfg.collision_min_gaussians, cfg.mask_split_agreement,
+               *VoteGate.settings(model))  # fmt: skip
+        return model.gaussian_cache("mask_split", build, 1, key=key)
 
     @torch.no_grad()
     def collision_split(self, model: DecodedModel) -> Tuple[Tensor, CollisionReport]:

@@ -107,7 +107,15 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     Gaussians' centres (scale-free)."""
     collision_min_gaussians: int = 5
     """Components of fewer voting Gaussians keep their label in the collision split; a train view that shows this
-    many (or half) of a component's centres sees it."""
+    many (or half) of a component's centres sees it. Also the smallest group the mask split gives a code."""
+    split_by_masks: bool = False
+    """With 'gaussian-votes': split each label's voting Gaussians that the train views' own instance masks keep
+    apart (unic_lift_ns.mask_split; no clustering of embeddings): touching objects that training gave one code get
+    codes of their own. Runs after split_collisions; its depth tolerance is collision_radius. Needs the
+    datamanager's train cameras and masks."""
+    mask_split_agreement: float = 0.5
+    """The mask split merges groups of a label whose co-visible Gaussian pairs share a mask segment in more than
+    this fraction of the train views that show both (0 to 1)."""
 
     flag_ranges: ClassVar[Dict[str, Range]] = {
         "embedding_dim": Range(
@@ -118,12 +126,12 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
         "code_push_weight": AT_LEAST_0, "neighbour_tau": POSITIVE, "neighbour_loss_start": AT_LEAST_0,
         "neighbour_refresh_every": AT_LEAST_1, "neighbour_pairs_per_step": AT_LEAST_0, "max_neighbours": AT_LEAST_1,
         "vote_confidence": Range(0, 0.5, open_high=True), "collision_radius": POSITIVE,
-        "collision_min_gaussians": AT_LEAST_1,
+        "collision_min_gaussians": AT_LEAST_1, "mask_split_agreement": Range(0, 1, open_high=True),
     }  # fmt: skip
     """Allowed values of UniC-Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
     decoding_fields: ClassVar[Tuple[str, ...]] = (
         "instance_decoding", "vote_gate", "vote_confidence", "split_collisions", "collision_radius",
-        "collision_min_gaussians",
+        "collision_min_gaussians", "split_by_masks", "mask_split_agreement",
     )  # fmt: skip
     """What :meth:`~unic_lift_ns.models.backbone.SegmentationSplatModel.set_decoding` may change."""
 
@@ -210,12 +218,15 @@ class UniCLiftModel(SegmentationSplatModel):
         return DECODINGS[self.config.instance_decoding]
 
     def decoding_changed(self) -> None:
-        """Refuse split_collisions without the train cameras it projects into."""
-        if self.config.split_collisions and self.train_cameras is None:
-            raise InputError(
-                "--pipeline.model.split-collisions needs the train cameras, which the unic-lift datamanager passes "
-                "in the model's metadata ('train_cameras')"
-            )
+        """Refuse split_collisions and split_by_masks without the train cameras (and masks) they project into."""
+        for flag, needs in (("split_collisions", "train_cameras"), ("split_by_masks", "train_cameras"),
+                            ("split_by_masks", "train_instance_masks")):  # fmt: skip
+            if getattr(self.config, flag) and getattr(self, needs) is None:
+                raise InputError(
+                    f"--pipeline.model.{flag.replace('_', '-')} needs the train "
+                    f"{'cameras' if needs == 'train_cameras' else 'instance masks'}, which the unic-lift datamanager "
+                    f"passes in the model's metadata ('{needs}')"
+                )
 
     def set_corrections(self, corrections: Corrections) -> None:
         """Replay ``corrections`` (:mod:`unic_lift_ns.corrections`) on the decoding's labels from now on: in

@@ -1,0 +1,150 @@
+"""The mask split (unic_lift_ns.mask_split): a label's Gaussians that the train masks keep apart get their own codes."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+import pytest
+import torch
+from nerfstudio.cameras.cameras import Cameras
+
+from unic_lift_ns.errors import InputError
+from unic_lift_ns.mask_split import split_labels_by_masks, view_segments
+from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
+
+from conftest import setup_model
+
+SIZE, FOCAL = 64, 40.0
+
+
+def _top_down_views(count: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Cameras 4 units above the plane z = 0, looking straight down (OpenCV axes) at the square [0, 2] x [0, 1]."""
+    viewmats, Ks = [], []
+    for _ in range(count):
+        centre = np.array([1.0 + rng.uniform(-0.3, 0.3), 0.5 + rng.uniform(-0.3, 0.3), 4.0])
+        rotation = np.diag([1.0, -1.0, -1.0])  # camera x = world x, camera y = -world y, camera z = -world z
+        viewmat = np.eye(4)
+        viewmat[:3, :3], viewmat[:3, 3] = rotation, -rotation @ centre
+        viewmats.append(viewmat)
+        Ks.append(np.array([[FOCAL, 0, SIZE / 2], [0, FOCAL, SIZE / 2], [0, 0, 1]]))
+    return np.stack(viewmats), np.stack(Ks)
+
+
+def _masks(viewmats: np.ndarray, Ks: np.ndarray, merge_views: int, split_views: int,
+           rng: np.random.Generator) -> List[Optional[np.ndarray]]:
+    """Each view's mask of two touching objects (x < 1 and x >= 1 on the plane) with arbitrary ids: the first
+    ``merge_views`` give both one id, the next ``split_views`` cut the first object in two."""
+    masks: List[Optional[np.ndarray]] = []
+    v, u = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    for view, (viewmat, K) in enumerate(zip(viewmats, Ks)):
+        centre = -viewmat[:3, :3].T @ viewmat[:3, 3]
+        x = centre[0] + (u - K[0, 2]) / K[0, 0] * centre[2]
+        y = centre[1] - (v - K[1, 2]) / K[1, 1] * centre[2]
+        ids = rng.choice(np.arange(1, 50), size=3, replace=False)
+        mask = np.where(x < 1, ids[0], ids[1])
+        if view < merge_views:
+            mask[:] = ids[0]
+        elif view < merge_views + split_views:
+            mask = np.where((x < 1) & (y < 0.5), ids[2], mask)
+        mask[(x < 0) | (x > 2) | (y < 0) | (y > 1)] = 0
+        masks.append(mask)
+    return masks
+
+
+def _two_objects(rng: np.random.Generator, count: int = 400) -> Tuple[np.ndarray, np.ndarray]:
+    means = np.column_stack([rng.uniform(0.02, 1.98, count), rng.uniform(0.02, 0.98, count), np.zeros(count)])
+    return means, (means[:, 0] >= 1).astype(np.int64)
+
+
+def test_touching_objects_on_one_code_are_split_despite_merges_and_splits() -> None:
+    rng = np.random.default_rng(0)
+    means, truth = _two_objects(rng)
+    viewmats, Ks = _top_down_views(12, rng)
+    masks = _masks(viewmats, Ks, merge_views=4, split_views=3, rng=rng) + [None]  # a view without a mask
+    viewmats, Ks = np.concatenate([viewmats, viewmats[:1]]), np.concatenate([Ks, Ks[:1]])
+    labels = np.full(len(means), 5)
+    labels[:3] = 9  # another label, too small to split
+    split, report = split_labels_by_masks(means, labels, viewmats, Ks, masks, num_bits=4, depth_tolerance=0.1)
+    assert report.views == 12 and report.labels_split == 1 and report.new_labels == 1 and report.unsplit_groups == 0
+    assert set(split[:3]) == {9}
+    five = labels == 5
+    inner = five & (np.abs(means[:, 0] - 1) > 0.1)  # a pixel is 0.1 wide: a centre on the boundary may go either way
+    for obj in (0, 1):  # each object is one label, and the two differ
+        assert len(set(split[inner & (truth == obj)])) == 1
+    assert split[inner & (truth == 0)][0] != split[inner & (truth == 1)][0]
+    assert np.mean(split[five & (truth == 0)] == split[inner & (truth == 0)][0]) > 0.97
+    assert set(split[five]) <= {5} | set(range(1, 16)) - {5, 9}  # the largest keeps 5; the new code is unused
+
+
+def test_one_object_that_some_views_split_stays_one_label() -> None:
+    rng = np.random.default_rng(1)
+    means, _ = _two_objects(rng)
+    viewmats, Ks = _top_down_views(10, rng)
+    masks = [np.where(mask > 0, 7, 0) for mask in _masks(viewmats, Ks, merge_views=0, split_views=0, rng=rng)]
+    for mask in masks[:4]:  # 4 of 10 views cut it in two
+        mask[:, : SIZE // 2] = np.where(mask[:, : SIZE // 2] > 0, 3, 0)
+    split, report = split_labels_by_masks(means, np.full(len(means), 2), viewmats, Ks, masks, 4, 0.1)
+    assert report.new_labels == 0 and set(split) == {2}
+
+
+def test_more_merging_views_than_agreement_keeps_one_label() -> None:
+    """Objects that most views merge stay one label: the masks decide, not a threshold on the codes."""
+    rng = np.random.default_rng(2)
+    means, _ = _two_objects(rng)
+    viewmats, Ks = _top_down_views(10, rng)
+    masks = _masks(viewmats, Ks, merge_views=7, split_views=0, rng=rng)
+    split, _ = split_labels_by_masks(means, np.full(len(means), 2), viewmats, Ks, masks, 4, 0.1)
+    assert set(split) == {2}
+
+
+def test_hidden_centres_take_no_segment() -> None:
+    """A centre behind a nearer one on its pixel (beyond the depth tolerance) is not shown; one in front is."""
+    rng = np.random.default_rng(3)
+    viewmats, Ks = _top_down_views(1, rng)
+    means = np.array([[1.0, 0.5, 0.0], [1.0, 0.5, 1.0], [1.0, 0.5, 0.05], [5.0, 5.0, 0.0]])  # the last is outside
+    segments, seen = view_segments(means, viewmats, Ks, [np.full((SIZE, SIZE), 4)], depth_tolerance=0.1)
+    assert seen.toarray()[:, 0].tolist() == [0, 1, 0, 0]
+    assert segments.shape == (4, 1)
+
+
+@pytest.mark.parametrize("bits", [1])
+def test_no_free_code_leaves_the_group_on_its_label(bits: int) -> None:
+    rng = np.random.default_rng(0)
+    means, _ = _two_objects(rng)
+    viewmats, Ks = _top_down_views(8, rng)
+    masks = _masks(viewmats, Ks, merge_views=0, split_views=0, rng=rng)
+    labels = np.ones(len(means), dtype=np.int64)  # d = 1: the only other code is 0, never given
+    split, report = split_labels_by_masks(means, labels, viewmats, Ks, masks, bits, 0.1)
+    assert report.unsplit_groups == 1 and report.new_labels == 0 and set(split) == {1}
+
+
+def test_model_votes_and_labels_of_the_mask_split() -> None:
+    """Through the model: two touching halves of a plane on one confident code, which the one train view's mask
+    gives two segments, decode to two labels with split_by_masks, and to one without."""
+    c2w = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 6.0]]])
+    train = Cameras(camera_to_worlds=c2w, fx=48.0, fy=48.0, cx=24.0, cy=24.0, width=48, height=48)
+    mask = torch.where(torch.arange(48) < 24, 4, 9).expand(48, 48).clone()  # left half of the image, right half
+    config = UniCLiftModelConfig(instance_decoding="gaussian-votes", split_by_masks=True)
+    model = setup_model(config, num_points=400, metadata={"train_cameras": train, "train_instance_masks": lambda: [mask]})
+    with torch.no_grad():
+        means = model.gauss_params["means"]
+        means[:, 2] = 0.0  # a plane facing the camera: no centre hides another
+        model.gauss_params["embeddings"].copy_(torch.where(torch.arange(12) < 2, 4.0, -4.0).expand(400, 12))
+    model.eval()
+    labels = model.gaussian_labels()
+    left, clear = means[:, 0] < 0, means[:, 0].abs() > 0.15  # a pixel is 0.125 wide here
+    assert len(set(labels[left & clear].tolist())) == len(set(labels[~left & clear].tolist())) == 1
+    codes = {int(labels[left & clear][0]), int(labels[~left & clear][0])}
+    assert 3 in codes and len(codes) == 2 and 0 not in codes
+    assert model.decoding.mask_split(model)[1].new_labels == 1
+    assert codes <= set(model.get_outputs_for_camera(train)["instance_label"].long().unique().tolist())
+    model.set_decoding(split_by_masks=False)
+    assert set(model.gaussian_labels().tolist()) == {3}
+
+
+def test_split_by_masks_needs_the_train_masks() -> None:
+    c2w = torch.eye(4)[None, :3]
+    train = Cameras(camera_to_worlds=c2w, fx=48.0, fy=48.0, cx=24.0, cy=24.0, width=48, height=48)
+    with pytest.raises(InputError, match="--pipeline.model.split-by-masks needs the train instance masks"):
+        setup_model(UniCLiftModelConfig(split_by_masks=True), num_points=50, metadata={"train_cameras": train})

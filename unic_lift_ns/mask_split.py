@@ -1,0 +1,214 @@
+"""Mask split of Embedding-to-Label labels: Gaussians of one label that the train views' own 2D masks keep apart
+get their own codes, with no clustering of embeddings.
+
+Training gives touching objects one code when their 2D masks merge them often enough (segmenters merge touching
+objects, and with hundreds of objects every code has neighbours), and Eq. 4 then pulls them together. The masks
+still say, view by view, which Gaussians belong together. Each train view with an instance mask partitions the
+Gaussians it shows: a centre that projects inside the image, in front of the camera and not behind a nearer centre
+(a point z-buffer) takes the mask segment of its pixel (0, unlabelled, takes none). Two Gaussians *agree* in a view
+that gives both a segment when it is the same one. A label's Gaussians are then grouped, for each label on its own:
+
+1. Pivot grouping (KwikCluster, Ailon, Charikar and Newman 2008): the unassigned Gaussian seen in the most views
+   takes every unassigned Gaussian of its label that agrees with it in more than half of the views that show both.
+   Groups hold Gaussians that agree directly with one pivot, so a few boundary Gaussians cannot chain two objects.
+2. Average agreement: two groups merge while some pair of groups agrees in more than ``min_agreement`` of their
+   co-visible Gaussian pairs over all views (the best pair first), so an object that a view or two split stays one.
+3. Groups of fewer than ``min_size`` Gaussians join the group they agree with most (the largest one where they share
+   no view), and Gaussians no view gives a segment stay on the largest group. The largest group keeps the code;
+   the others get codes no Gaussian has (never 0), so labels still fit in d bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import csr_matrix
+
+from unic_lift_ns.collisions import free_codes
+
+
+@dataclass(frozen=True)
+class MaskSplitReport:
+    """What :func:`split_labels_by_masks` did."""
+
+    views: int
+    """Train views with an instance mask that took part."""
+    labels_split: int
+    """Labels whose Gaussians now carry more than one label."""
+    new_labels: int
+    """Codes given to split-off groups."""
+    unsplit_groups: int
+    """Groups left on their label because every code of the 2^d was taken."""
+
+
+def split_labels_by_masks(
+    means: np.ndarray,
+    labels: np.ndarray,
+    viewmats: np.ndarray,
+    Ks: np.ndarray,
+    masks: Sequence[Optional[np.ndarray]],
+    num_bits: int,
+    depth_tolerance: float,
+    min_size: int = 5,
+    min_agreement: float = 0.5,
+) -> Tuple[np.ndarray, MaskSplitReport]:
+    """Give a new code to each group of a label's Gaussians that the train masks keep apart from the rest.
+
+    Args:
+        means: [N, 3] Gaussian centres (they also occlude each other).
+        labels: [N] int labels in [0, 2^num_bits).
+        viewmats: [V, 4, 4] world-to-camera matrices of the train views (OpenCV axes: +z looks forward).
+        Ks: [V, 3, 3] intrinsics, in pixels of the views' masks.
+        masks: V instance masks [H, W] int (0 = unlabelled), or None for a view without one.
+        num_bits: d: new codes are < 2^d.
+        depth_tolerance: a centre at most this far behind the nearest centre on its pixel is visible.
+        min_size: smaller groups join another group of their label.
+        min_agreement: groups whose co-visible pairs agree in more than this fraction merge.
+
+    Returns:
+        [N] int64 labels, and a :class:`MaskSplitReport`.
+    """
+    means, labels = np.asarray(means, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    segments, seen = view_segments(means, viewmats, Ks, masks, depth_tolerance)
+    out, free = labels.copy(), free_codes(labels, num_bits)
+    labels_split = new_labels = unsplit = 0
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < 2 * min_size:
+            continue
+        groups = _group_label(segments[members], seen[members], min_size, min_agreement)
+        sizes = np.bincount(groups)
+        codes = [next(free, None) for _ in range(len(sizes) - 1)]
+        for group, code in zip(np.argsort(-sizes, kind="stable")[1:], codes):  # the largest keeps the code
+            if code is not None:
+                out[members[groups == group]] = code
+        given = sum(code is not None for code in codes)
+        labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + len(codes) - given
+    views = sum(mask is not None for mask in masks)
+    return out, MaskSplitReport(views, labels_split, new_labels, unsplit)
+
+
+def view_segments(
+    means: np.ndarray,
+    viewmats: np.ndarray,
+    Ks: np.ndarray,
+    masks: Sequence[Optional[np.ndarray]],
+    depth_tolerance: float,
+) -> Tuple[csr_matrix, csr_matrix]:
+    """Which segment of which view each centre shows in: a [N, S] 0/1 matrix over the S segments of all views, and a
+    [N, V] 0/1 matrix of the views that give the centre a segment."""
+    rows: List[np.ndarray] = []
+    segment_cols: List[np.ndarray] = []
+    view_cols: List[np.ndarray] = []
+    offset = 0
+    for view, (viewmat, K, mask) in enumerate(zip(np.asarray(viewmats, np.float64), np.asarray(Ks, np.float64), masks)):
+        if mask is None:
+            continue
+        mask = np.asarray(mask)
+        index, segment = _visible_segments(means, viewmat, K, mask, depth_tolerance)
+        ids, compact = np.unique(segment, return_inverse=True)
+        rows.append(index)
+        segment_cols.append(offset + compact)
+        view_cols.append(np.full(len(index), view))
+        offset += len(ids)
+    n = len(means)
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    ones = np.ones(len(row), dtype=np.float32)
+    segments = csr_matrix((ones, (row, np.concatenate(segment_cols) if rows else row)), shape=(n, offset))
+    seen = csr_matrix((ones, (row, np.concatenate(view_cols) if rows else row)), shape=(n, len(masks)))
+    return segments, seen
+
+
+def _visible_segments(
+    means: np.ndarray, viewmat: np.ndarray, K: np.ndarray, mask: np.ndarray, depth_tolerance: float
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices of the centres one view shows with a segment, and that segment."""
+    height, width = mask.shape
+    camera = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = camera[:, 2]
+    index = np.flatnonzero(z > 0)
+    u = np.floor(K[0, 0] * camera[index, 0] / z[index] + K[0, 2]).astype(np.int64)
+    v = np.floor(K[1, 1] * camera[index, 1] / z[index] + K[1, 2]).astype(np.int64)
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    index, u, v, depth = index[inside], u[inside], v[inside], z[index[inside]]
+    nearest = np.full((height, width), np.inf)
+    np.minimum.at(nearest, (v, u), depth)
+    nearest = ndimage.minimum_filter(nearest, size=3)  # close the gaps between the projected centres
+    segment = mask[v, u].astype(np.int64)
+    keep = (depth <= nearest[v, u] + depth_tolerance) & (segment > 0)
+    return index[keep], segment[keep]
+
+
+def _group_label(
+    segments: csr_matrix, seen: csr_matrix, min_size: int, min_agreement: float
+) -> np.ndarray:
+    """[n] group ids 0..G-1 of one label's Gaussians (steps 1-3 of the module docstring)."""
+    n = segments.shape[0]
+    segments = segments[:, np.unique(segments.indices)]  # the label's own segments
+    views_seen = np.asarray(seen.sum(axis=1)).ravel()
+    groups = np.full(n, -1, dtype=np.int64)
+    num_groups = 0
+    for pivot in np.argsort(-views_seen, kind="stable"):
+        if groups[pivot] >= 0 or views_seen[pivot] == 0:
+            continue
+        agree = (segments @ segments[pivot].T).toarray().ravel()
+        both = (seen @ seen[pivot].T).toarray().ravel()
+        take = (groups < 0) & (2 * agree > both) & (both > 0)
+        take[pivot] = True
+        groups[take] = num_groups
+        num_groups += 1
+    if num_groups <= 1:
+        return np.zeros(n, dtype=np.int64)
+    observed = groups >= 0
+    member = csr_matrix((np.ones(int(observed.sum())), (groups[observed], np.flatnonzero(observed))),
+                        shape=(num_groups, n))  # fmt: skip
+    merged = _merge_groups((member @ segments).toarray(), (member @ seen).toarray(), np.bincount(groups[observed]),
+                           min_size, min_agreement)  # fmt: skip
+    out = np.zeros(n, dtype=np.int64)
+    out[observed] = merged[groups[observed]]
+    largest = np.argmax(np.bincount(out[observed]))
+    out[~observed] = largest
+    return np.unique(out, return_inverse=True)[1]
+
+
+def _merge_groups(
+    histograms: np.ndarray, views: np.ndarray, sizes: np.ndarray, min_size: int, min_agreement: float
+) -> np.ndarray:
+    """[G] merged group ids of G groups, from their per-segment [G, S] and per-view [G, V] Gaussian counts."""
+    agree, both = histograms @ histograms.T, views @ views.T  # agreeing and co-visible Gaussian pairs x views
+    sizes, parent = sizes.astype(np.int64), np.arange(len(sizes))
+    alive = np.ones(len(sizes), dtype=bool)
+
+    def ratio(rows: np.ndarray) -> np.ndarray:
+        out = np.where(both[rows] > 0, agree[rows] / np.maximum(both[rows], 1e-12), -1.0)
+        out[:, ~alive] = -1.0
+        out[np.arange(len(rows)), rows] = -1.0
+        return out
+
+    def absorb(keep: int, gone: int) -> None:
+        for pairs in (agree, both):  # counts are linear in the groups' members
+            pairs[keep] += pairs[gone]
+            pairs[:, keep] += pairs[:, gone]
+        sizes[keep] += sizes[gone]
+        alive[gone] = False
+        parent[parent == gone] = keep
+
+    ratios = ratio(np.arange(len(sizes)))
+    while True:
+        keep, gone = np.unravel_index(np.argmax(ratios), ratios.shape)
+        if ratios[keep, gone] <= min_agreement:
+            break
+        absorb(keep, gone)
+        ratios[gone] = ratios[:, gone] = -1.0
+        ratios[keep] = ratio(np.array([keep]))[0]
+        ratios[:, keep] = ratios[keep]
+    for small in np.argsort(sizes, kind="stable"):
+        if not alive[small] or sizes[small] >= min_size or alive.sum() < 2:
+            continue
+        row = ratio(np.array([small]))[0]
+        others = np.where(alive & (np.arange(len(sizes)) != small), sizes, -1)
+        absorb(int(np.argmax(row)) if row.max() >= 0 else int(np.argmax(others)), small)
+    return parent
