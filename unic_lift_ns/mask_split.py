@@ -42,6 +42,8 @@ class MaskSplitReport:
     """Codes given to split-off groups."""
     unsplit_groups: int
     """Groups left on their label because every code of the 2^d was taken."""
+    labels_merged: int = 0
+    """Labels that took another label's code (with ``merge``)."""
 
 
 def split_labels_by_masks(
@@ -54,6 +56,8 @@ def split_labels_by_masks(
     depth_tolerance: float,
     min_size: int = 5,
     min_agreement: float = 0.5,
+    split: bool = True,
+    merge: bool = False,
 ) -> Tuple[np.ndarray, MaskSplitReport]:
     """Give a new code to each group of a label's Gaussians that the train masks keep apart from the rest.
 
@@ -67,6 +71,9 @@ def split_labels_by_masks(
         depth_tolerance: a centre at most this far behind the nearest centre on its pixel is visible.
         min_size: smaller groups join another group of their label.
         min_agreement: groups whose co-visible pairs agree in more than this fraction merge.
+        split: split each label's groups (steps 1-3).
+        merge: then merge labels whose Gaussians agree like one label's groups (step 2 over labels), for objects
+            that training left on several codes.
 
     Returns:
         [N] int64 labels, and a :class:`MaskSplitReport`.
@@ -75,7 +82,7 @@ def split_labels_by_masks(
     segments, seen = view_segments(means, viewmats, Ks, masks, depth_tolerance)
     out, free = labels.copy(), free_codes(labels, num_bits)
     labels_split = new_labels = unsplit = 0
-    for label in np.unique(labels):
+    for label in np.unique(labels) if split else ():
         members = np.flatnonzero(labels == label)
         if len(members) < 2 * min_size:
             continue
@@ -87,8 +94,32 @@ def split_labels_by_masks(
                 out[members[groups == group]] = code
         given = sum(code is not None for code in codes)
         labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + len(codes) - given
+    merged = 0
+    if merge:
+        out, merged = merge_labels(out, segments, seen, min_agreement, min_size)
     views = sum(mask is not None for mask in masks)
-    return out, MaskSplitReport(views, labels_split, new_labels, unsplit)
+    return out, MaskSplitReport(views, labels_split, new_labels, unsplit, merged)
+
+
+def merge_labels(
+    labels: np.ndarray, segments: csr_matrix, seen: csr_matrix, min_agreement: float, min_size: int
+) -> Tuple[np.ndarray, int]:
+    """Labels whose Gaussians' co-visible pairs share a segment in more than ``min_agreement`` of the views merge,
+    best pair first, and labels of fewer than ``min_size`` Gaussians join the one they agree with most (if any);
+    each merged set takes the code of its label with the most Gaussians. Returns the labels and how many labels
+    took another's code."""
+    codes, index = np.unique(labels, return_inverse=True)
+    member = csr_matrix((np.ones(len(labels)), (index, np.arange(len(labels)))), shape=(len(codes), len(labels)))
+    histograms, views = member @ segments, member @ seen
+    sizes = np.bincount(index, minlength=len(codes))
+    merging = _Agglomeration((histograms @ histograms.T).toarray(), (views @ views.T).toarray(), sizes)
+    merging.merge_above(min_agreement)
+    merging.absorb_small(min_size, to_largest=False)
+    kept = np.zeros(len(codes), dtype=np.int64)
+    for root in np.unique(merging.parent):
+        group = np.flatnonzero(merging.parent == root)
+        kept[group] = codes[group[np.argmax(sizes[group])]]
+    return kept[index], int(np.sum(kept != codes))
 
 
 def view_segments(
@@ -177,38 +208,71 @@ def _group_label(
 def _merge_groups(
     histograms: np.ndarray, views: np.ndarray, sizes: np.ndarray, min_size: int, min_agreement: float
 ) -> np.ndarray:
-    """[G] merged group ids of G groups, from their per-segment [G, S] and per-view [G, V] Gaussian counts."""
-    agree, both = histograms @ histograms.T, views @ views.T  # agreeing and co-visible Gaussian pairs x views
-    sizes, parent = sizes.astype(np.int64), np.arange(len(sizes))
-    alive = np.ones(len(sizes), dtype=bool)
+    """[G] merged group ids of G groups, from their per-segment [G, S] and per-view [G, V] Gaussian counts; then
+    groups of fewer than ``min_size`` Gaussians join the group they agree with most (else the largest)."""
+    merging = _Agglomeration(histograms @ histograms.T, views @ views.T, sizes)
+    merging.merge_above(min_agreement)
+    merging.absorb_small(min_size, to_largest=True)
+    return merging.parent
 
-    def ratio(rows: np.ndarray) -> np.ndarray:
-        out = np.where(both[rows] > 0, agree[rows] / np.maximum(both[rows], 1e-12), -1.0)
-        out[:, ~alive] = -1.0
-        out[np.arange(len(rows)), rows] = -1.0
+
+class _Agglomeration:
+    """Average-agreement merging of groups: ``agree`` [G, G] counts the Gaussian pairs x views in which two groups'
+    Gaussians share a segment, ``both`` those in which both have one; both are linear in the groups' members."""
+
+    def __init__(self, agree: np.ndarray, both: np.ndarray, sizes: np.ndarray) -> None:
+        self.agree, self.both = np.asarray(agree, np.float64), np.asarray(both, np.float64)
+        self.sizes, self.parent = np.asarray(sizes, np.int64).copy(), np.arange(len(sizes))
+        self.alive = np.ones(len(sizes), dtype=bool)
+
+    def ratio(self, row: int) -> np.ndarray:
+        """[G] agreement of group ``row`` with every live group; -1 where none (itself, dead, never co-visible)."""
+        both = self.both[row]
+        out = np.where(both > 0, self.agree[row] / np.maximum(both, 1e-12), -1.0)
+        out[~self.alive] = -1.0
+        out[row] = -1.0
         return out
 
-    def absorb(keep: int, gone: int) -> None:
-        for pairs in (agree, both):  # counts are linear in the groups' members
+    def absorb(self, keep: int, gone: int) -> None:
+        for pairs in (self.agree, self.both):
             pairs[keep] += pairs[gone]
             pairs[:, keep] += pairs[:, gone]
-        sizes[keep] += sizes[gone]
-        alive[gone] = False
-        parent[parent == gone] = keep
+        self.sizes[keep] += self.sizes[gone]
+        self.alive[gone] = False
+        self.parent[self.parent == gone] = keep
 
-    ratios = ratio(np.arange(len(sizes)))
-    while True:
-        keep, gone = np.unravel_index(np.argmax(ratios), ratios.shape)
-        if ratios[keep, gone] <= min_agreement:
-            break
-        absorb(keep, gone)
-        ratios[gone] = ratios[:, gone] = -1.0
-        ratios[keep] = ratio(np.array([keep]))[0]
-        ratios[:, keep] = ratios[keep]
-    for small in np.argsort(sizes, kind="stable"):
-        if not alive[small] or sizes[small] >= min_size or alive.sum() < 2:
-            continue
-        row = ratio(np.array([small]))[0]
-        others = np.where(alive & (np.arange(len(sizes)) != small), sizes, -1)
-        absorb(int(np.argmax(row)) if row.max() >= 0 else int(np.argmax(others)), small)
-    return parent
+    def absorb_small(self, min_size: int, to_largest: bool) -> None:
+        """Groups of fewer than ``min_size`` Gaussians, smallest first, join the group they agree with most; one
+        that shares no view with another joins the largest group with ``to_largest``, else stays."""
+        for small in np.argsort(self.sizes, kind="stable"):
+            if not self.alive[small] or self.sizes[small] >= min_size or self.alive.sum() < 2:
+                continue
+            row = self.ratio(small)
+            if row.max() >= 0:
+                self.absorb(int(np.argmax(row)), small)
+            elif to_largest:
+                self.absorb(int(np.argmax(np.where(self.alive & (np.arange(len(row)) != small), self.sizes, -1))), small)
+
+    def merge_above(self, min_agreement: float) -> None:
+        """Merge the best-agreeing pair of live groups while its agreement exceeds ``min_agreement``."""
+        best = np.full(len(self.sizes), -1.0)
+        partner = np.zeros(len(self.sizes), dtype=np.int64)
+
+        def refresh(row: int) -> None:
+            ratios = self.ratio(row)
+            partner[row] = np.argmax(ratios)
+            best[row] = ratios[partner[row]]
+
+        for row in range(len(self.sizes)):
+            refresh(row)
+        while len(best) and best.max() > min_agreement:
+            keep = int(np.argmax(best))
+            gone = int(partner[keep])
+            self.absorb(keep, gone)
+            best[gone] = -1.0
+            ratios = self.ratio(keep)
+            for row in np.flatnonzero(self.alive & ((partner == keep) | (partner == gone))):
+                refresh(row)
+            better = self.alive & (ratios > best)  # rows whose agreement with the grown group now leads
+            best[better], partner[better] = ratios[better], keep
+            refresh(keep)

@@ -154,11 +154,13 @@ class GaussianVotes(Decoding):
     @staticmethod
     def splits(model: DecodedModel) -> bool:
         """Whether the config splits labels."""
-        return model.config.split_collisions or model.config.split_by_masks
+        cfg = model.config
+        return cfg.split_collisions or cfg.split_by_masks or cfg.merge_by_masks
 
     def split_labels(self, model: DecodedModel) -> Tensor:
         """[N] int64 codes with the splits the config turns on: collisions, then the train masks'."""
-        return self.mask_split(model)[0] if model.config.split_by_masks else self.collision_split(model)[0]
+        cfg = model.config
+        return self.mask_split(model)[0] if cfg.split_by_masks or cfg.merge_by_masks else self.collision_split(model)[0]
 
     @torch.no_grad()
     def mask_split(self, model: DecodedModel) -> Tuple[Tensor, MaskSplitReport]:
@@ -176,12 +178,12 @@ class GaussianVotes(Decoding):
                 means, labels[voting].cpu().numpy(), world_to_camera(cameras.camera_to_worlds).cpu().numpy(),
                 cameras.get_intrinsics_matrices().numpy(), masks, cfg.embedding_dim,
                 cfg.collision_radius * median_neighbour_distance(means), cfg.collision_min_gaussians,
-                cfg.mask_split_agreement,
+                cfg.mask_split_agreement, cfg.split_by_masks, cfg.merge_by_masks,
             )  # fmt: skip
             return labels.masked_scatter(voting, torch.from_numpy(split_codes).to(labels.device)), report
 
         key = (cfg.split_collisions, cfg.collision_radius, cfg.collision_min_gaussians, cfg.mask_split_agreement,
-               *VoteGate.settings(model))  # fmt: skip
+               cfg.split_by_masks, cfg.merge_by_masks, *VoteGate.settings(model))  # fmt: skip
         return model.gaussian_cache("mask_split", build, 1, key=key)
 
     @torch.no_grad()

@@ -113,6 +113,10 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     apart (unic_lift_ns.mask_split; no clustering of embeddings): touching objects that training gave one code get
     codes of their own. Runs after split_collisions; its depth tolerance is collision_radius. Needs the
     datamanager's train cameras and masks."""
+    merge_by_masks: bool = False
+    """With 'gaussian-votes': merge labels (after split_by_masks where on) whose voting Gaussians the train views'
+    instance masks put in one segment more often than mask_split_agreement: one object that training left on
+    several codes becomes one label. Needs the datamanager's train cameras and masks."""
     mask_split_agreement: float = 0.5
     """The mask split merges groups of a label whose co-visible Gaussian pairs share a mask segment in more than
     this fraction of the train views that show both (0 to 1)."""
@@ -131,7 +135,7 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     """Allowed values of UniC-Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
     decoding_fields: ClassVar[Tuple[str, ...]] = (
         "instance_decoding", "vote_gate", "vote_confidence", "split_collisions", "collision_radius",
-        "collision_min_gaussians", "split_by_masks", "mask_split_agreement",
+        "collision_min_gaussians", "split_by_masks", "merge_by_masks", "mask_split_agreement",
     )  # fmt: skip
     """What :meth:`~unic_lift_ns.models.backbone.SegmentationSplatModel.set_decoding` may change."""
 
@@ -218,9 +222,11 @@ class UniCLiftModel(SegmentationSplatModel):
         return DECODINGS[self.config.instance_decoding]
 
     def decoding_changed(self) -> None:
-        """Refuse split_collisions and split_by_masks without the train cameras (and masks) they project into."""
+        """Refuse split_collisions, split_by_masks and merge_by_masks without the train cameras (and masks) they
+        project into."""
         for flag, needs in (("split_collisions", "train_cameras"), ("split_by_masks", "train_cameras"),
-                            ("split_by_masks", "train_instance_masks")):  # fmt: skip
+                            ("split_by_masks", "train_instance_masks"), ("merge_by_masks", "train_cameras"),
+                            ("merge_by_masks", "train_instance_masks")):  # fmt: skip
             if getattr(self.config, flag) and getattr(self, needs) is None:
                 raise InputError(
                     f"--pipeline.model.{flag.replace('_', '-')} needs the train "
