@@ -6,6 +6,8 @@ import re
 from typing import get_args
 
 import pytest
+import torch
+from nerfstudio.cameras.cameras import Cameras
 
 from conftest import setup_model
 from unic_lift_ns.baselines.contrastive_lift import ContrastiveLiftModelConfig
@@ -43,3 +45,26 @@ def test_new_clustering_settings_drop_the_fitted_clusters() -> None:
     model._centroids = object()  # fitted with the old settings
     model.set_decoding(cluster_min_size=10)
     assert model._centroids is None and model.config.cluster_min_size == 10
+
+
+def test_vote_majority_gives_pixels_of_non_voters_no_code() -> None:
+    """'gaussian-votes' without semantic masks ('auto'): pixels whose alpha comes mostly from Gaussians that do not
+    vote take label 2^d, the voters' pixels keep their code; with vote_majority 'off' the votes claim both."""
+    model = setup_model(UniCLiftModelConfig(instance_decoding="gaussian-votes"), num_points=400)
+    with torch.no_grad():
+        left = model.gauss_params["means"][:, 0] < 0
+        model.gauss_params["embeddings"].copy_(torch.where(torch.arange(12) < 2, 4.0, -4.0).expand(400, 12))
+        model.gauss_params["embeddings"][left] = 0.0  # no confident bit: these do not vote
+    model.eval()
+    camera = Cameras(camera_to_worlds=torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 2.0]])[None],
+                     fx=48.0, fy=48.0, cx=24.0, cy=24.0, width=48, height=48)  # fmt: skip
+    assert not model.semantic_head_trained()
+
+    def labels_of(columns: slice) -> set:
+        rendered = model.get_outputs_for_camera(camera)
+        drawn = rendered["accumulation"][..., 0] > 0.5
+        return set(rendered["instance_label"].long()[:, columns][drawn[:, columns]].unique().tolist())
+
+    assert labels_of(slice(14, 20)) == {4096} and labels_of(slice(30, 36)) == {3}  # x in [-0.2, -0.08], [0.12, 0.25]
+    model.set_decoding(vote_majority="off")
+    assert 3 in labels_of(slice(14, 20)) and 4096 not in labels_of(slice(14, 20)) and labels_of(slice(30, 36)) == {3}

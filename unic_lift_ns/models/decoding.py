@@ -122,8 +122,9 @@ class RenderedEmbedding(Decoding):
 class GaussianVotes(Decoding):
     """Embedding-to-Label of every Gaussian first; each pixel decodes the alpha-composited +-1 bits of the Gaussians
     that vote (0 where none does), so blends of unequal embeddings cannot decode to third codes. With
-    ``split_collisions`` or ``split_by_masks`` the Gaussians vote the bits of their split label
-    (:mod:`unic_lift_ns.collisions`, :mod:`unic_lift_ns.mask_split`)."""
+    ``split_collisions``, ``split_by_masks`` or ``merge_by_masks`` the Gaussians vote the bits of their split label
+    (:mod:`unic_lift_ns.collisions`, :mod:`unic_lift_ns.mask_split`). Where :func:`vote_majority` applies, a pixel
+    whose alpha comes mostly from Gaussians that do not vote takes label 2^d (no code) instead."""
 
     name: ClassVar[str] = "gaussian-votes"
 
@@ -135,10 +136,11 @@ class GaussianVotes(Decoding):
             votes = 2.0 * label_to_bits(labels, model.config.embedding_dim) - 1.0
         else:
             votes = torch.where(params["embeddings"] > 0, 1.0, -1.0)
-        return {"label_votes": votes * model.vote_gate.voters(model, params)}
+        voters = model.vote_gate.voters(model, params)
+        return {"label_votes": votes * voters, **vote_share(model, voters)}
 
     def pixel_labels(self, model: DecodedModel, maps: Dict[str, Tensor]) -> Tensor:
-        return embedding_to_label(maps.get("label_votes", maps["embedding"]))
+        return by_vote_majority(model, embedding_to_label(maps.get("label_votes", maps["embedding"])), maps)
 
     @torch.no_grad()
     def gaussian_labels(self, model: DecodedModel) -> Tensor:
@@ -207,6 +209,28 @@ class GaussianVotes(Decoding):
 
         key = (cfg.collision_radius, cfg.collision_min_gaussians, *VoteGate.settings(model))
         return model.gaussian_cache("collision_split", build, 1, key=key)
+
+
+def vote_majority(model: DecodedModel) -> bool:
+    """Whether pixels need a majority of voting alpha to take their voters' label (the config's ``vote_majority``;
+    'auto': when the semantic head saw no semantic masks, so no semantic class tells background pixels apart)."""
+    setting = model.config.vote_majority
+    return setting == "on" or (setting == "auto" and not model.semantic_head_trained())
+
+
+def vote_share(model: DecodedModel, voters: Tensor) -> Dict[str, Tensor]:
+    """``vote_share`` [N', 2] (whether each drawn Gaussian votes, and whether not) to composite where
+    :func:`vote_majority` applies; else nothing."""
+    return {"vote_share": torch.cat([voters, 1.0 - voters], dim=-1)} if vote_majority(model) else {}
+
+
+def by_vote_majority(model: DecodedModel, labels: Tensor, maps: Dict[str, Tensor]) -> Tensor:
+    """``labels`` where voting Gaussians give a pixel more alpha than the others, label 2^d (no code) elsewhere;
+    unchanged without a composited ``vote_share``."""
+    if "vote_share" not in maps:
+        return labels
+    share = maps["vote_share"]
+    return torch.where(share[..., 0] > share[..., 1], labels, max_labels(model.config.embedding_dim))
 
 
 class NearestCode(Decoding):

@@ -27,7 +27,7 @@ from unic_lift_ns.losses import (
     triplet_loss,
 )
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
-from unic_lift_ns.models.decoding import DECODINGS, Decoding, InstanceDecoding, VoteGate
+from unic_lift_ns.models.decoding import DECODINGS, Decoding, InstanceDecoding, VoteGate, by_vote_majority, vote_share
 MAX_EMBEDDING_DIM = 24
 """Largest d: a d-bit label is exact in float32 (the viewer's ``instance_label``), int32 PLY properties and
 32-bit label maps."""
@@ -97,6 +97,12 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     'semantic': those of semantic class != 0 (the semantic guidance of Contrastive Lift, appendix B.3; every
     Gaussian when the head saw no semantic masks); 'semantic-and-confidence': both; 'none': every Gaussian."""
     vote_confidence: float = 0.2
+    vote_majority: Literal["auto", "on", "off"] = "auto"
+    """'gaussian-votes' (and corrections): a pixel takes its voters' label only where Gaussians that vote give it
+    more alpha than those that do not, else label 2^d (no code, like nearest-code's cube centre). Without semantic
+    masks the background is an instance whose codes Eq. 4 leaves unconfident, so it does not vote, and the objects'
+    votes would claim its pixels. 'auto': on when the semantic head saw no semantic masks (class-agnostic masks such
+    as SAM's); with them, the semantic class marks background pixels."""
     """Smallest min_i |sigmoid(v_i) - 0.5| of a voting Gaussian for the confidence gates (0 to 0.5)."""
     split_collisions: bool = False
     """With 'gaussian-votes': split code collisions (unic_lift_ns.collisions). Parts of one label that are
@@ -134,7 +140,7 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     }  # fmt: skip
     """Allowed values of UniC-Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
     decoding_fields: ClassVar[Tuple[str, ...]] = (
-        "instance_decoding", "vote_gate", "vote_confidence", "split_collisions", "collision_radius",
+        "instance_decoding", "vote_gate", "vote_confidence", "vote_majority", "split_collisions", "collision_radius",
         "collision_min_gaussians", "split_by_masks", "merge_by_masks", "mask_split_agreement",
     )  # fmt: skip
     """What :meth:`~unic_lift_ns.models.backbone.SegmentationSplatModel.set_decoding` may change."""
@@ -209,9 +215,11 @@ class UniCLiftModel(SegmentationSplatModel):
         if self.corrections.operations:  # pixels read the corrected labels of their Gaussians
             votes = 2.0 * label_to_bits(self.gaussian_labels(), self.config.embedding_dim + 1) - 1.0
             voting = self.decoding.voting(self)
-            votes = votes if voting is None else votes * voting.unsqueeze(-1)
+            voters = torch.ones_like(votes[:, :1]) if voting is None else voting.unsqueeze(-1).float()
             drawn = self.drawn_gaussians()
-            features["corrected_votes"] = votes if drawn is None else votes[drawn]
+            features["corrected_votes"] = votes * voters if drawn is None else (votes * voters)[drawn]
+            if voting is not None:  # decodings whose Gaussians all vote need no majority
+                features.update(vote_share(self, voters if drawn is None else voters[drawn]))
         else:
             features.update(self.decoding.features(self, params))
         return features
@@ -259,7 +267,7 @@ class UniCLiftModel(SegmentationSplatModel):
         """Embedding-to-Label (Sec. 3.3) as the decoding reads it; no clustering. With corrections, the composited
         bits of the Gaussians' corrected labels."""
         if "corrected_votes" in maps:
-            return embedding_to_label(maps["corrected_votes"])
+            return by_vote_majority(self, embedding_to_label(maps["corrected_votes"]), maps)
         return self.decoding.pixel_labels(self, maps)
 
     def instance_losses(
