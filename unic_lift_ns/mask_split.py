@@ -58,6 +58,7 @@ def split_labels_by_masks(
     min_agreement: float = 0.5,
     split: bool = True,
     merge: bool = False,
+    no_code: Optional[int] = None,
 ) -> Tuple[np.ndarray, MaskSplitReport]:
     """Give a new code to each group of a label's Gaussians that the train masks keep apart from the rest.
 
@@ -74,6 +75,9 @@ def split_labels_by_masks(
         split: split each label's groups (steps 1-3).
         merge: then merge labels whose Gaussians agree like one label's groups (step 2 over labels), for objects
             that training left on several codes.
+        no_code: the label of Gaussians without a code (those that do not vote): never split, and with ``merge`` a
+            label like the others, so groups that the masks put with them (e.g. floor Gaussians that took an
+            object's code) lose their code when they are the larger side.
 
     Returns:
         [N] int64 labels, and a :class:`MaskSplitReport`.
@@ -84,7 +88,7 @@ def split_labels_by_masks(
     labels_split = new_labels = unsplit = 0
     for label in np.unique(labels) if split else ():
         members = np.flatnonzero(labels == label)
-        if len(members) < 2 * min_size:
+        if len(members) < 2 * min_size or label == no_code:
             continue
         groups = _group_label(segments[members], seen[members], min_size, min_agreement)
         sizes = np.bincount(groups)

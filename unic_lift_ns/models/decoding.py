@@ -131,12 +131,13 @@ class GaussianVotes(Decoding):
     def features(self, model: DecodedModel, params: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """``label_votes``: each drawn Gaussian's bits as +-1, times whether it votes."""
         if self.splits(model):
-            labels, drawn = self.split_labels(model), model.drawn_gaussians()
-            labels = labels if drawn is None else labels[drawn]
+            labels, voting, drawn = self.split_labels(model), self.voting(model), model.drawn_gaussians()
+            labels, voting = (labels, voting) if drawn is None else (labels[drawn], voting[drawn])
             votes = 2.0 * label_to_bits(labels, model.config.embedding_dim) - 1.0
+            voters = voting.unsqueeze(-1).float()
         else:
             votes = torch.where(params["embeddings"] > 0, 1.0, -1.0)
-        voters = model.vote_gate.voters(model, params)
+            voters = model.vote_gate.voters(model, params)
         return {"label_votes": votes * voters, **vote_share(model, voters)}
 
     def pixel_labels(self, model: DecodedModel, maps: Dict[str, Tensor]) -> Tensor:
@@ -147,11 +148,14 @@ class GaussianVotes(Decoding):
         """Each Gaussian's label (its split label with split_collisions or split_by_masks), 0 for those that do not
         vote, as their pixels read."""
         labels = self.split_labels(model) if self.splits(model) else super().gaussian_labels(model)
-        return labels * model.vote_gate.voting(model).long()
+        return labels * self.voting(model).long()
 
-    def voting(self, model: DecodedModel) -> Optional[Tensor]:
-        """The Gaussians the vote gate lets vote, as without corrections."""
-        return model.vote_gate.voting(model)
+    def voting(self, model: DecodedModel) -> Tensor:
+        """The Gaussians the vote gate lets vote, less those the mask merge gave no code (label 2^d)."""
+        voting = model.vote_gate.voting(model)
+        if model.config.merge_by_masks:
+            voting = voting & (self.split_labels(model) != max_labels(model.config.embedding_dim))
+        return voting
 
     @staticmethod
     def splits(model: DecodedModel) -> bool:
@@ -167,22 +171,24 @@ class GaussianVotes(Decoding):
     @torch.no_grad()
     def mask_split(self, model: DecodedModel) -> Tuple[Tensor, MaskSplitReport]:
         """[N] int64 codes (after the collision split with split_collisions) with the voting Gaussians of each label
-        that the train views' instance masks keep apart split, and the split's report. Cached like the collision
-        split. Needs the datamanager's train cameras and masks in the model's metadata."""
+        that the train views' instance masks keep apart split (split_by_masks) and the labels they put together
+        merged (merge_by_masks), and the report. Gaussians that do not vote, and those merged with them, have label
+        2^d. Cached like the collision split. Needs the datamanager's train cameras and masks in the model's
+        metadata."""
         cfg = model.config
 
         def build() -> Tuple[Tensor, MaskSplitReport]:
             labels = self.collision_split(model)[0] if cfg.split_collisions else embedding_to_label(model.embeddings)
-            voting = model.vote_gate.voting(model)
-            cameras, means = model.train_cameras, model.means[voting].cpu().numpy()
+            voting, no_code = model.vote_gate.voting(model), max_labels(cfg.embedding_dim)
+            cameras, means = model.train_cameras, model.means.cpu().numpy()
             masks = [None if mask is None else mask.cpu().numpy() for mask in model.train_instance_masks()]
             split_codes, report = split_labels_by_masks(
-                means, labels[voting].cpu().numpy(), world_to_camera(cameras.camera_to_worlds).cpu().numpy(),
-                cameras.get_intrinsics_matrices().numpy(), masks, cfg.embedding_dim,
-                cfg.collision_radius * median_neighbour_distance(means), cfg.collision_min_gaussians,
-                cfg.mask_split_agreement, cfg.split_by_masks, cfg.merge_by_masks,
+                means, torch.where(voting, labels, no_code).cpu().numpy(),
+                world_to_camera(cameras.camera_to_worlds).cpu().numpy(), cameras.get_intrinsics_matrices().numpy(),
+                masks, cfg.embedding_dim, cfg.collision_radius * median_neighbour_distance(means[voting.cpu().numpy()]),
+                cfg.collision_min_gaussians, cfg.mask_split_agreement, cfg.split_by_masks, cfg.merge_by_masks, no_code,
             )  # fmt: skip
-            return labels.masked_scatter(voting, torch.from_numpy(split_codes).to(labels.device)), report
+            return torch.from_numpy(split_codes).to(labels.device), report
 
         key = (cfg.split_collisions, cfg.collision_radius, cfg.collision_min_gaussians, cfg.mask_split_agreement,
                cfg.split_by_masks, cfg.merge_by_masks, *VoteGate.settings(model))  # fmt: skip
@@ -225,12 +231,12 @@ def vote_share(model: DecodedModel, voters: Tensor) -> Dict[str, Tensor]:
 
 
 def by_vote_majority(model: DecodedModel, labels: Tensor, maps: Dict[str, Tensor]) -> Tensor:
-    """``labels`` where voting Gaussians give a pixel more alpha than the others, label 2^d (no code) elsewhere;
-    unchanged without a composited ``vote_share``."""
+    """``labels`` where voting Gaussians give a pixel at least as much alpha as the others (so empty pixels keep
+    label 0), label 2^d (no code) elsewhere; unchanged without a composited ``vote_share``."""
     if "vote_share" not in maps:
         return labels
     share = maps["vote_share"]
-    return torch.where(share[..., 0] > share[..., 1], labels, max_labels(model.config.embedding_dim))
+    return torch.where(share[..., 0] >= share[..., 1], labels, max_labels(model.config.embedding_dim))
 
 
 class NearestCode(Decoding):

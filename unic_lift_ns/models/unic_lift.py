@@ -99,7 +99,7 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     vote_confidence: float = 0.2
     vote_majority: Literal["auto", "on", "off"] = "auto"
     """'gaussian-votes' (and corrections): a pixel takes its voters' label only where Gaussians that vote give it
-    more alpha than those that do not, else label 2^d (no code, like nearest-code's cube centre). Without semantic
+    at least as much alpha as those that do not, else label 2^d (no code, like nearest-code's cube centre). Without semantic
     masks the background is an instance whose codes Eq. 4 leaves unconfident, so it does not vote, and the objects'
     votes would claim its pixels. 'auto': on when the semantic head saw no semantic masks (class-agnostic masks such
     as SAM's); with them, the semantic class marks background pixels."""
