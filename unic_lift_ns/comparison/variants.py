@@ -53,6 +53,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("unic-lift-votes-mask-split", UNIC_LIFT,
             "UniC-Lift, gaussian-votes (confidence gate), labels split by the train masks",
             decoding={**VOTES, "split_by_masks": True}),
+    Variant("unic-lift-votes-mask-split-merge", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), labels split and merged by the train masks",
+            decoding={**VOTES, "split_by_masks": True, "merge_by_masks": True}),
     Variant("unic-lift-nearest-code", UNIC_LIFT, "UniC-Lift, nearest-code decoding (confidence gate)",
             decoding=NEAREST_CODE),
     Variant("unic-lift-no-semantics", UNIC_LIFT, "UniC-Lift, no semantic masks (class-agnostic scoring)",
@@ -66,6 +69,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("unic-lift-votes-mask-split-no-semantics", UNIC_LIFT,
             "UniC-Lift, gaussian-votes (confidence gate), labels split by the train masks, no semantic masks "
             "(class-agnostic scoring)", {NO_SEMANTICS: "None"}, {**VOTES, "split_by_masks": True}),
+    Variant("unic-lift-votes-mask-split-merge-no-semantics", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), labels split and merged by the train masks, no semantic "
+            "masks (class-agnostic scoring)", {NO_SEMANTICS: "None"}, {**VOTES, "split_by_masks": True, "merge_by_masks": True}),
     Variant("no-triplet", UNIC_LIFT, "UniC-Lift w/o triplet loss", {"--pipeline.model.triplet-loss-weight": "0"}),
     Variant("no-linear-layer", UNIC_LIFT, "UniC-Lift w/o linear layer", {"--pipeline.model.use-linear-layer": "False"}),
     Variant("no-3d-loss", UNIC_LIFT, "UniC-Lift w/o 3D loss", {"--pipeline.model.neighbour-loss-weight": "0"}),
