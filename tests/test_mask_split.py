@@ -98,6 +98,25 @@ def test_more_merging_views_than_agreement_keeps_one_label() -> None:
     assert set(split) == {2}
 
 
+def test_merge_joins_one_object_on_two_codes_and_gives_no_code_to_what_the_masks_put_with_it() -> None:
+    """Split, then merge: the first object, on codes 5 and 6, becomes one label (the larger keeps its code); the
+    12 Gaussians of the second object (label 2^d: they do not vote) that took code 5 split off, then join it."""
+    rng = np.random.default_rng(4)
+    means, truth = _two_objects(rng)
+    viewmats, Ks = _top_down_views(10, rng)
+    masks = _masks(viewmats, Ks, merge_views=0, split_views=2, rng=rng)
+    no_code = 16
+    labels = np.where(truth == 0, np.where(means[:, 1] < 0.6, 5, 6), no_code)
+    strays = np.flatnonzero((truth == 1) & (means[:, 0] > 1.2))[:12]
+    labels[strays] = 5
+    split, report = split_labels_by_masks(means, labels, viewmats, Ks, masks, 4, 0.1, merge=True, no_code=no_code)
+    inner = np.abs(means[:, 0] - 1) > 0.1
+    assert set(split[(truth == 0) & inner]) == {5} and set(split[(truth == 1) & inner]) == {no_code}
+    assert report.new_labels == 1 and report.labels_merged == 2  # the strays' new label, and 6
+    unmerged, _ = split_labels_by_masks(means, labels, viewmats, Ks, masks, 4, 0.1, no_code=no_code)
+    assert len(set(unmerged[strays])) == 1 and unmerged[strays[0]] not in (5, 6, no_code)  # split off, not merged
+
+
 def test_hidden_centres_take_no_segment() -> None:
     """A centre behind a nearer one on its pixel (beyond the depth tolerance) is not shown; one in front is."""
     rng = np.random.default_rng(3)
