@@ -1,5 +1,5 @@
-"""Mask split of Embedding-to-Label labels: Gaussians of one label that the train views' own 2D masks keep apart
-get their own codes, with no clustering of embeddings.
+"""Mask split and merge of Embedding-to-Label labels: Gaussians of one label that the train views' own 2D masks
+keep apart get their own codes, and labels the masks put together merge, with no clustering of embeddings.
 
 Training gives touching objects one code when their 2D masks merge them often enough (segmenters merge touching
 objects, and with hundreds of objects every code has neighbours), and Eq. 4 then pulls them together. The masks
@@ -16,6 +16,10 @@ that gives both a segment when it is the same one. A label's Gaussians are then 
 3. Groups of fewer than ``min_size`` Gaussians join the group they agree with most (the largest one where they share
    no view), and Gaussians no view gives a segment stay on the largest group. The largest group keeps the code;
    the others get codes no Gaussian has (never 0), so labels still fit in d bits.
+4. Merge (optional): step 2 over whole labels, for an object that training left on several codes. The Gaussians
+   that do not vote form one more label (``no_code``), never split: they occlude, and a label the masks put with
+   them (floor Gaussians that took an object's code, once split off it) takes no code when they are the larger
+   side. Without semantic masks the floor is such a segment in every view.
 """
 
 from __future__ import annotations
