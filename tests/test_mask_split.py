@@ -167,3 +167,22 @@ def test_split_by_masks_needs_the_train_masks() -> None:
     train = Cameras(camera_to_worlds=c2w, fx=48.0, fy=48.0, cx=24.0, cy=24.0, width=48, height=48)
     with pytest.raises(InputError, match="--pipeline.model.split-by-masks needs the train instance masks"):
         setup_model(UniCLiftModelConfig(split_by_masks=True), num_points=50, metadata={"train_cameras": train})
+
+
+def test_a_trained_run_reads_its_train_masks_through_the_datamanager(trained_run) -> None:
+    """On a real run: the datamanager hands the model every train view's mask; split + merge give labels of d bits
+    or 2^d, and the pixels read only labels that Gaussians carry."""
+    from unic_lift_ns.runs import load_run
+
+    run = load_run(trained_run / "config.yml")
+    model, train = run.model, run.pipeline.datamanager.train_dataset
+    model.set_decoding(instance_decoding="gaussian-votes", split_by_masks=True, merge_by_masks=True)
+    labels, report = model.decoding.mask_split(model)
+    assert report.views == sum(path is not None for path in train.instance_mask_paths) == len(train)
+    no_code = 2**model.config.embedding_dim
+    assert int(labels.min()) >= 0 and int(labels.max()) <= no_code and len(labels) == len(model.means)
+    assert bool((labels[~model.vote_gate.voting(model)] == no_code).all())  # the gate's non-voters have no code
+    assert not bool((labels[model.decoding.voting(model)] == no_code).any())  # and those that vote have one
+    carried = set(model.gaussian_labels().tolist()) | {0, no_code}
+    camera = train.cameras[0:1]
+    assert set(model.get_outputs_for_camera(camera)["instance_label"].long().unique().tolist()) <= carried
