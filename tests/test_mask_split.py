@@ -145,7 +145,8 @@ def test_model_votes_and_labels_of_the_mask_split() -> None:
     train = Cameras(camera_to_worlds=c2w, fx=48.0, fy=48.0, cx=24.0, cy=24.0, width=48, height=48)
     mask = torch.where(torch.arange(48) < 24, 4, 9).expand(48, 48).clone()  # left half of the image, right half
     config = UniCLiftModelConfig(instance_decoding="gaussian-votes", split_by_masks=True)
-    model = setup_model(config, num_points=400, metadata={"train_cameras": train, "train_instance_masks": lambda: [mask]})
+    metadata = {"train_cameras": train, "train_instance_masks": lambda: [mask]}
+    model = setup_model(config, num_points=400, metadata=metadata)
     with torch.no_grad():
         means = model.gauss_params["means"]
         means[:, 2] = 0.0  # a plane facing the camera: no centre hides another

@@ -259,7 +259,8 @@ class _Agglomeration:
             if row.max() >= 0:
                 self.absorb(int(np.argmax(row)), small)
             elif to_largest:
-                self.absorb(int(np.argmax(np.where(self.alive & (np.arange(len(row)) != small), self.sizes, -1))), small)
+                others = self.alive & (np.arange(len(row)) != small)
+                self.absorb(int(np.argmax(np.where(others, self.sizes, -1))), small)
 
     def merge_above(self, min_agreement: float) -> None:
         """Merge the best-agreeing pair of live groups while its agreement exceeds ``min_agreement``."""

@@ -97,13 +97,13 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     'semantic': those of semantic class != 0 (the semantic guidance of Contrastive Lift, appendix B.3; every
     Gaussian when the head saw no semantic masks); 'semantic-and-confidence': both; 'none': every Gaussian."""
     vote_confidence: float = 0.2
+    """Smallest min_i |sigmoid(v_i) - 0.5| of a voting Gaussian for the confidence gates (0 to 0.5)."""
     vote_majority: Literal["auto", "on", "off"] = "auto"
     """'gaussian-votes' (and corrections): a pixel takes its voters' label only where Gaussians that vote give it
-    at least as much alpha as those that do not, else label 2^d (no code, like nearest-code's cube centre). Without semantic
-    masks the background is an instance whose codes Eq. 4 leaves unconfident, so it does not vote, and the objects'
-    votes would claim its pixels. 'auto': on when the semantic head saw no semantic masks (class-agnostic masks such
-    as SAM's); with them, the semantic class marks background pixels."""
-    """Smallest min_i |sigmoid(v_i) - 0.5| of a voting Gaussian for the confidence gates (0 to 0.5)."""
+    at least as much alpha as those that do not, else label 2^d (no code, like nearest-code's cube centre).
+    Without semantic masks the background is an instance whose codes Eq. 4 leaves unconfident, so it does not vote,
+    and the objects' votes would claim its pixels. 'auto': on when the semantic head saw no semantic masks
+    (class-agnostic masks such as SAM's); with them, the semantic class marks background pixels."""
     split_collisions: bool = False
     """With 'gaussian-votes': split code collisions (unic_lift_ns.collisions). Parts of one label that are
     separate 3D components never seen together in a training view get unused codes; the Gaussians vote the bits of
