@@ -42,7 +42,8 @@ def test_variants_cover_the_ablations_and_baselines():
     assert len(set(names)) == len(names)
     assert {"unic-lift", "unic-lift-votes", "unic-lift-votes-semantic", "unic-lift-no-semantics",
             "unic-lift-votes-no-semantics", "unic-lift-votes-split", "unic-lift-nearest-code",
-            "unic-lift-nearest-code-no-semantics",
+            "unic-lift-nearest-code-no-semantics", "unic-lift-votes-mask-split", "unic-lift-votes-mask-split-merge",
+            "unic-lift-votes-mask-split-no-semantics", "unic-lift-votes-mask-split-merge-no-semantics",
             "cluster-sum", "stuff-label-0", "no-triplet", "no-linear-layer", "no-3d-loss",
             "3d-loss-from-start", "random-triplets", "masks-5pct", "masks-10pct", "masks-20pct", "masks-0.5x",
             "masks-0.25x", "contrastive-lift", "gaussian-clustering",
