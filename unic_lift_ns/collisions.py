@@ -95,13 +95,10 @@ def split_label_collisions(
         num_groups, groups = connected_components(csr_matrix(views.T @ views > 0), directed=False)
         if num_groups < 2:
             continue
-        group_sizes = np.bincount(groups, weights=sizes[big[members]])
-        codes = [next(free, None) for _ in range(num_groups - 1)]
-        for group, code in zip(np.argsort(-group_sizes, kind="stable")[1:], codes):  # the largest keeps the code
-            if code is not None:
-                codes_of[big[members[groups == group]]] = code
-        given = sum(code is not None for code in codes)
-        labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + len(codes) - given
+        codes, given, missing = recode_groups(np.bincount(groups, weights=sizes[big[members]]), free)
+        for group in np.flatnonzero(codes >= 0):
+            codes_of[big[members[groups == group]]] = codes[group]
+        labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + missing
     return codes_of[components], CollisionReport(radius, labels_split, new_labels, unsplit)
 
 
@@ -145,6 +142,21 @@ def _frame_counts(
         inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
         counts[view] = np.bincount(components[front][inside], minlength=num_components)
     return counts
+
+
+def recode_groups(group_sizes: np.ndarray, free: Iterator[int]) -> Tuple[np.ndarray, int, int]:
+    """Codes for the G groups one label is split into: the largest keeps the label's code, the others take codes
+    from ``free`` while any are left. Returns [G] codes (-1: keeps the label's code), how many codes were given, and
+    how many groups found none."""
+    codes = np.full(len(group_sizes), -1, dtype=np.int64)
+    missing = 0
+    for group in np.argsort(-np.asarray(group_sizes), kind="stable")[1:]:
+        code = next(free, None)
+        if code is None:
+            missing += 1
+        else:
+            codes[group] = code
+    return codes, int((codes >= 0).sum()), missing
 
 
 def free_codes(labels: np.ndarray, num_bits: int) -> Iterator[int]:

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.sparse import csr_matrix
 
-from unic_lift_ns.collisions import free_codes
+from unic_lift_ns.collisions import free_codes, recode_groups
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,10 @@ def split_labels_by_masks(
         if len(members) < 2 * min_size or label == no_code:
             continue
         groups = _group_label(segments[members], seen[members], min_size, min_agreement)
-        sizes = np.bincount(groups)
-        codes = [next(free, None) for _ in range(len(sizes) - 1)]
-        for group, code in zip(np.argsort(-sizes, kind="stable")[1:], codes):  # the largest keeps the code
-            if code is not None:
-                out[members[groups == group]] = code
-        given = sum(code is not None for code in codes)
-        labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + len(codes) - given
+        codes, given, missing = recode_groups(np.bincount(groups), free)
+        for group in np.flatnonzero(codes >= 0):
+            out[members[groups == group]] = codes[group]
+        labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + missing
     merged = 0
     if merge:
         out, merged = merge_labels(out, segments, seen, min_agreement, min_size)
