@@ -1,5 +1,6 @@
 """End to end on CPU with the real CLIs: `ns-train unic-lift` on a tiny generated scene, then
-`unic-lift-eval --load-config` (its entry point, in-process). The loss must go down and PQ^scene must beat the untracked 2D segmenter."""
+`unic-lift-eval --load-config` (its entry point, in-process). The loss must go down and PQ^scene must beat the
+untracked 2D segmenter."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def test_ns_train_unic_lift_cpu_end_to_end(unic_lift_eval, tmp_path):
 
     out = tmp_path / "eval.json"
     proc, _ = unic_lift_eval("--load-config", run_dir / "config.yml", "--output-json", out, "--save-labels",
-                             tmp_path / "labels", "--instance-decoding", "rendered-embedding", "gaussian-votes")  # fmt: skip
+                             tmp_path / "labels", "--instance-decoding", "rendered-embedding",
+                             "gaussian-votes")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     paper = results[f"unic-lift (step {STEPS - 1}), rendered-embedding"]

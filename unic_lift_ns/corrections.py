@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from unic_lift_ns.collisions import free_codes, label_components, median_neighbour_distance
+from unic_lift_ns.collisions import free_codes, label_components, median_neighbour_distance, recode_groups
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.safe_files import write_json
 
@@ -99,10 +99,10 @@ def _split(means: Tensor, label: int, labels: Tensor, num_bits: int, radius_fact
     radius = radius_factor * median_neighbour_distance(points)
     components = label_components(points, np.zeros(len(points), dtype=np.int64), radius)
     sizes = np.bincount(components)
-    free = free_codes(labels.cpu().numpy(), num_bits)
-    for component in np.argsort(-sizes, kind="stable")[1:]:  # the largest keeps the label
-        code = next(free, None) if sizes[component] >= min_size else None
-        if code is not None:
+    big = np.flatnonzero(sizes >= min_size)  # smaller parts keep the label; the largest part does in any case
+    codes = recode_groups(sizes[big], free_codes(labels.cpu().numpy(), num_bits))[0]
+    for component, code in zip(big, codes):
+        if code >= 0:
             split[components == component] = code
     return torch.from_numpy(split)
 

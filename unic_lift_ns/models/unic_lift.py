@@ -214,12 +214,12 @@ class UniCLiftModel(SegmentationSplatModel):
             return features
         if self.corrections.operations:  # pixels read the corrected labels of their Gaussians
             votes = 2.0 * label_to_bits(self.gaussian_labels(), self.config.embedding_dim + 1) - 1.0
-            voting = self.decoding.voting(self)
-            voters = torch.ones_like(votes[:, :1]) if voting is None else voting.unsqueeze(-1).float()
-            drawn = self.drawn_gaussians()
-            features["corrected_votes"] = votes * voters if drawn is None else (votes * voters)[drawn]
+            voting, drawn = self.decoding.voting(self), self.drawn_gaussians()
             if voting is not None:  # decodings whose Gaussians all vote need no majority
+                voters = voting.unsqueeze(-1).float()
+                votes = votes * voters
                 features.update(vote_share(self, voters if drawn is None else voters[drawn]))
+            features["corrected_votes"] = votes if drawn is None else votes[drawn]
         else:
             features.update(self.decoding.features(self, params))
         return features
