@@ -117,6 +117,27 @@ def test_merge_joins_one_object_on_two_codes_and_gives_no_code_to_what_the_masks
     assert len(set(unmerged[strays])) == 1 and unmerged[strays[0]] not in (5, 6, no_code)  # split off, not merged
 
 
+def test_recover_gives_a_code_to_an_object_without_one_but_not_to_a_labelled_object_s_unconfident_gaussians() -> None:
+    """The second object has no code (its Gaussians do not vote) and owns its segments: it takes a free code. 20
+    Gaussians of the first object do not vote either, but share its segments with its voters: they keep no code."""
+    rng = np.random.default_rng(5)
+    means, truth = _two_objects(rng)
+    viewmats, Ks = _top_down_views(10, rng)
+    masks = _masks(viewmats, Ks, merge_views=0, split_views=0, rng=rng)
+    no_code = 16
+    labels = np.where(truth == 0, 5, no_code)
+    unconfident = np.flatnonzero((truth == 0) & (means[:, 0] < 0.8))[:20]
+    labels[unconfident] = no_code
+    recovered, report = split_labels_by_masks(means, labels, viewmats, Ks, masks, 4, 0.1, no_code=no_code,
+                                              recover=True)  # fmt: skip
+    inner = np.abs(means[:, 0] - 1) > 0.1
+    second = set(recovered[(truth == 1) & inner])
+    assert len(second) == 1 and second.isdisjoint({0, 5, no_code}) and report.labels_recovered == 1
+    assert set(recovered[unconfident]) == {no_code} and set(recovered[(truth == 0) & inner & (labels == 5)]) == {5}
+    unrecovered, report = split_labels_by_masks(means, labels, viewmats, Ks, masks, 4, 0.1, no_code=no_code)
+    assert set(unrecovered[truth == 1]) == {no_code} and report.labels_recovered == 0
+
+
 def test_hidden_centres_take_no_segment() -> None:
     """A centre behind a nearer one on its pixel (beyond the depth tolerance) is not shown; one in front is."""
     rng = np.random.default_rng(3)
@@ -187,3 +208,9 @@ def test_a_trained_run_reads_its_train_masks_through_the_datamanager(trained_run
     carried = set(model.gaussian_labels().tolist()) | {0, no_code}
     camera = train.cameras[0:1]
     assert set(model.get_outputs_for_camera(camera)["instance_label"].long().unique().tolist()) <= carried
+    model.set_decoding(merge_by_masks=False, recover_by_masks=True)  # the gate's voters, and recovered groups
+    recovered, report = model.decoding.mask_split(model)
+    voting, gate = model.decoding.voting(model), model.vote_gate.voting(model)
+    assert bool(voting[gate].all())
+    assert int((voting & ~gate).sum()) >= report.labels_recovered * model.config.collision_min_gaussians
+    assert set(recovered[voting & ~gate].tolist()).isdisjoint(recovered[gate].tolist())  # codes of their own

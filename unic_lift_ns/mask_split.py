@@ -16,7 +16,12 @@ that gives both a segment when it is the same one. A label's Gaussians are then 
 3. Groups of fewer than ``min_size`` Gaussians join the group they agree with most (the largest one where they share
    no view), and Gaussians no view gives a segment stay on the largest group. The largest group keeps the code;
    the others get codes no Gaussian has (never 0), so labels still fit in d bits.
-4. Merge (optional): step 2 over whole labels, for an object that training left on several codes. The Gaussians
+4. Recover (optional): the Gaussians that do not vote (``no_code``) and that some view gives a segment are grouped
+   like a label (steps 1-3). A group that *owns* its segments (on average over its Gaussians' views, it is more
+   than half of the Gaussians each segment shows) takes a free code: an object whose codes training left
+   unconfident is a segment no voting Gaussian shows. Unconfident Gaussians at a voting object's boundary share its
+   segments with its voters, own none, and keep no code.
+5. Merge (optional): step 2 over whole labels, for an object that training left on several codes. The Gaussians
    that do not vote form one more label (``no_code``), never split: they occlude, and a label the masks put with
    them (floor Gaussians that took an object's code, once split off it) takes no code when they are the larger
    side. Without semantic masks the floor is such a segment in every view.
@@ -25,7 +30,7 @@ that gives both a segment when it is the same one. A label's Gaussians are then 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -48,6 +53,8 @@ class MaskSplitReport:
     """Groups left on their label because every code of the 2^d was taken."""
     labels_merged: int = 0
     """Labels that took another label's code (with ``merge``)."""
+    labels_recovered: int = 0
+    """Groups of Gaussians without a code that took one (with ``recover``)."""
 
 
 def split_labels_by_masks(
@@ -63,6 +70,7 @@ def split_labels_by_masks(
     split: bool = True,
     merge: bool = False,
     no_code: Optional[int] = None,
+    recover: bool = False,
 ) -> Tuple[np.ndarray, MaskSplitReport]:
     """Give a new code to each group of a label's Gaussians that the train masks keep apart from the rest.
 
@@ -82,6 +90,7 @@ def split_labels_by_masks(
         no_code: the label of Gaussians without a code (those that do not vote): never split, and with ``merge`` a
             label like the others, so groups that the masks put with them (e.g. floor Gaussians that took an
             object's code) lose their code when they are the larger side.
+        recover: then give codes to the groups of ``no_code`` Gaussians that own their segments (step 4).
 
     Returns:
         [N] int64 labels, and a :class:`MaskSplitReport`.
@@ -99,11 +108,48 @@ def split_labels_by_masks(
         for group in np.flatnonzero(codes >= 0):
             out[members[groups == group]] = codes[group]
         labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + missing
-    merged = 0
+    recovered = merged = 0
+    if recover and no_code is not None:
+        out, recovered = recover_labels(out, segments, seen, no_code, free, min_size, min_agreement)
     if merge:
         out, merged = merge_labels(out, segments, seen, min_agreement, min_size)
     views = sum(mask is not None for mask in masks)
-    return out, MaskSplitReport(views, labels_split, new_labels, unsplit, merged)
+    return out, MaskSplitReport(views, labels_split, new_labels, unsplit, merged, recovered)
+
+
+def recover_labels(
+    labels: np.ndarray,
+    segments: csr_matrix,
+    seen: csr_matrix,
+    no_code: int,
+    free: Iterator[int],
+    min_size: int,
+    min_agreement: float,
+) -> Tuple[np.ndarray, int]:
+    """Step 4: the ``no_code`` Gaussians that some view gives a segment are grouped (steps 1-3), and each group of at
+    least ``min_size`` Gaussians that owns its segments takes a code from ``free``, largest first. A group's
+    ownership is the mean, over its Gaussians' (view, segment) hits, of its share of the Gaussians the segment
+    shows. Returns the labels and how many groups took a code."""
+    members = np.flatnonzero((labels == no_code) & (seen.getnnz(axis=1) > 0))
+    if len(members) < min_size:
+        return labels, 0
+    groups = _group_label(segments[members], seen[members], min_size, min_agreement)
+    member = csr_matrix((np.ones(len(members)), (groups, np.arange(len(members)))),
+                        shape=(groups.max() + 1, len(members)))  # fmt: skip
+    hits = (member @ segments[members]).tocsr()  # [G, S] Gaussians of each group in each segment
+    shown = np.asarray(segments.sum(axis=0)).ravel()  # [S] Gaussians each segment shows
+    share = hits.multiply(hits).multiply(1.0 / np.maximum(shown, 1.0)[None, :]).sum(axis=1)
+    owned = np.asarray(share).ravel() / np.maximum(np.asarray(hits.sum(axis=1)).ravel(), 1.0)
+    sizes, out, recovered = np.bincount(groups), labels.copy(), 0
+    for group in np.argsort(-sizes, kind="stable"):
+        if sizes[group] < min_size or owned[group] <= 0.5:
+            continue
+        code = next(free, None)
+        if code is None:
+            break
+        out[members[groups == group]] = code
+        recovered += 1
+    return out, recovered
 
 
 def merge_labels(
@@ -201,8 +247,9 @@ def _group_label(
     observed = groups >= 0
     member = csr_matrix((np.ones(int(observed.sum())), (groups[observed], np.flatnonzero(observed))),
                         shape=(num_groups, n))  # fmt: skip
-    merged = _merge_groups((member @ segments).toarray(), (member @ seen).toarray(), np.bincount(groups[observed]),
-                           min_size, min_agreement)  # fmt: skip
+    histograms, views = member @ segments, member @ seen
+    merged = _merge_groups((histograms @ histograms.T).toarray(), (views @ views.T).toarray(),
+                           np.bincount(groups[observed]), min_size, min_agreement)  # fmt: skip
     out = np.zeros(n, dtype=np.int64)
     out[observed] = merged[groups[observed]]
     largest = np.argmax(np.bincount(out[observed]))
@@ -211,11 +258,11 @@ def _group_label(
 
 
 def _merge_groups(
-    histograms: np.ndarray, views: np.ndarray, sizes: np.ndarray, min_size: int, min_agreement: float
+    agree: np.ndarray, both: np.ndarray, sizes: np.ndarray, min_size: int, min_agreement: float
 ) -> np.ndarray:
-    """[G] merged group ids of G groups, from their per-segment [G, S] and per-view [G, V] Gaussian counts; then
-    groups of fewer than ``min_size`` Gaussians join the group they agree with most (else the largest)."""
-    merging = _Agglomeration(histograms @ histograms.T, views @ views.T, sizes)
+    """[G] merged group ids of G groups, from their [G, G] pair counts (see :class:`_Agglomeration`); then groups of
+    fewer than ``min_size`` Gaussians join the group they agree with most (else the largest)."""
+    merging = _Agglomeration(agree, both, sizes)
     merging.merge_above(min_agreement)
     merging.absorb_small(min_size, to_largest=True)
     return merging.parent

@@ -37,6 +37,8 @@ NEAREST_CODE = {"instance_decoding": "nearest-code"}
 """The decoding of the nearest-code variants."""
 MASK_SPLIT_MERGE = {"split_by_masks": True, "merge_by_masks": True}
 """Labels split and merged by the train masks (unic_lift_ns.mask_split)."""
+MASK_SPLIT_RECOVER = {"split_by_masks": True, "recover_by_masks": True}
+"""Labels split by the train masks, and the groups of Gaussians without a code that own segments given codes."""
 
 GAUSSIAN_CLUSTERING_PAPER_LABELS = {
     "semantic_guided_clustering": False,
@@ -58,6 +60,12 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("unic-lift-votes-mask-split-merge", UNIC_LIFT,
             "UniC-Lift, gaussian-votes (confidence gate), labels split and merged by the train masks",
             decoding={**VOTES, **MASK_SPLIT_MERGE}),
+    Variant("unic-lift-votes-mask-recover", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), labels split and recovered by the train masks",
+            decoding={**VOTES, **MASK_SPLIT_RECOVER}),
+    Variant("unic-lift-votes-mask-recover-merge", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), labels split, recovered and merged by the train masks",
+            decoding={**VOTES, **MASK_SPLIT_RECOVER, **MASK_SPLIT_MERGE}),
     Variant("unic-lift-nearest-code", UNIC_LIFT, "UniC-Lift, nearest-code decoding (confidence gate)",
             decoding=NEAREST_CODE),
     Variant("unic-lift-no-semantics", UNIC_LIFT, "UniC-Lift, no semantic masks (class-agnostic scoring)",
@@ -74,6 +82,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("unic-lift-votes-mask-split-merge-no-semantics", UNIC_LIFT,
             "UniC-Lift, gaussian-votes (confidence gate), labels split and merged by the train masks, no semantic "
             "masks (class-agnostic scoring)", {NO_SEMANTICS: "None"}, {**VOTES, **MASK_SPLIT_MERGE}),
+    Variant("unic-lift-votes-mask-recover-merge-no-semantics", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), labels split, recovered and merged by the train masks, no "
+            "semantic masks (class-agnostic scoring)", {NO_SEMANTICS: "None"},
+            {**VOTES, **MASK_SPLIT_RECOVER, **MASK_SPLIT_MERGE}),
     Variant("no-triplet", UNIC_LIFT, "UniC-Lift w/o triplet loss", {"--pipeline.model.triplet-loss-weight": "0"}),
     Variant("no-linear-layer", UNIC_LIFT, "UniC-Lift w/o linear layer", {"--pipeline.model.use-linear-layer": "False"}),
     Variant("no-3d-loss", UNIC_LIFT, "UniC-Lift w/o 3D loss", {"--pipeline.model.neighbour-loss-weight": "0"}),

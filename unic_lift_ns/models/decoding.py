@@ -122,9 +122,10 @@ class RenderedEmbedding(Decoding):
 class GaussianVotes(Decoding):
     """Embedding-to-Label of every Gaussian first; each pixel decodes the alpha-composited +-1 bits of the Gaussians
     that vote (0 where none does), so blends of unequal embeddings cannot decode to third codes. With
-    ``split_collisions``, ``split_by_masks`` or ``merge_by_masks`` the Gaussians vote the bits of their split label
-    (:mod:`unic_lift_ns.collisions`, :mod:`unic_lift_ns.mask_split`). Where :func:`vote_majority` applies, a pixel
-    whose alpha comes mostly from Gaussians that do not vote takes label 2^d (no code) instead."""
+    ``split_collisions`` or the mask split's flags (``split_by_masks``, ``recover_by_masks``, ``merge_by_masks``) the
+    Gaussians vote the bits of their split label (:mod:`unic_lift_ns.collisions`, :mod:`unic_lift_ns.mask_split`).
+    Where :func:`vote_majority` applies, a pixel whose alpha comes mostly from Gaussians that do not vote takes label
+    2^d (no code) instead."""
 
     name: ClassVar[str] = "gaussian-votes"
 
@@ -151,30 +152,33 @@ class GaussianVotes(Decoding):
         return labels * self.voting(model).long()
 
     def voting(self, model: DecodedModel) -> Tensor:
-        """The Gaussians the vote gate lets vote, less those the mask merge gave no code (label 2^d)."""
-        voting = model.vote_gate.voting(model)
-        if model.config.merge_by_masks:
-            voting = voting & (self.split_labels(model) != max_labels(model.config.embedding_dim))
-        return voting
+        """The Gaussians the vote gate lets vote; with the mask split, those it leaves a code (not 2^d: the merge
+        takes codes away, the recovery gives some)."""
+        if self.uses_masks(model):
+            return self.mask_split(model)[0] != max_labels(model.config.embedding_dim)
+        return model.vote_gate.voting(model)
 
     @staticmethod
-    def splits(model: DecodedModel) -> bool:
-        """Whether the config splits labels."""
+    def uses_masks(model: DecodedModel) -> bool:
+        """Whether the config splits, recovers or merges labels by the train masks."""
         cfg = model.config
-        return cfg.split_collisions or cfg.split_by_masks or cfg.merge_by_masks
+        return cfg.split_by_masks or cfg.merge_by_masks or cfg.recover_by_masks
+
+    def splits(self, model: DecodedModel) -> bool:
+        """Whether the config splits labels."""
+        return model.config.split_collisions or self.uses_masks(model)
 
     def split_labels(self, model: DecodedModel) -> Tensor:
         """[N] int64 codes with the splits the config turns on: collisions, then the train masks'."""
-        cfg = model.config
-        return self.mask_split(model)[0] if cfg.split_by_masks or cfg.merge_by_masks else self.collision_split(model)[0]
+        return self.mask_split(model)[0] if self.uses_masks(model) else self.collision_split(model)[0]
 
     @torch.no_grad()
     def mask_split(self, model: DecodedModel) -> Tuple[Tensor, MaskSplitReport]:
         """[N] int64 codes (after the collision split with split_collisions) with the voting Gaussians of each label
-        that the train views' instance masks keep apart split (split_by_masks) and the labels they put together
-        merged (merge_by_masks), and the report. Gaussians that do not vote, and those merged with them, have label
-        2^d. Cached like the collision split. Needs the datamanager's train cameras and masks in the model's
-        metadata."""
+        that the train views' instance masks keep apart split (split_by_masks), the groups of the others that own
+        their segments given codes (recover_by_masks) and the labels the masks put together merged (merge_by_masks),
+        and the report. Gaussians that do not vote, and those merged with them, have label 2^d. Cached like the
+        collision split. Needs the datamanager's train cameras and masks in the model's metadata."""
         cfg = model.config
 
         def build() -> Tuple[Tensor, MaskSplitReport]:
@@ -187,11 +191,12 @@ class GaussianVotes(Decoding):
                 world_to_camera(cameras.camera_to_worlds).cpu().numpy(), cameras.get_intrinsics_matrices().numpy(),
                 masks, cfg.embedding_dim, cfg.collision_radius * median_neighbour_distance(means[voting.cpu().numpy()]),
                 cfg.collision_min_gaussians, cfg.mask_split_agreement, cfg.split_by_masks, cfg.merge_by_masks, no_code,
+                cfg.recover_by_masks,
             )  # fmt: skip
             return torch.from_numpy(split_codes).to(labels.device), report
 
         key = (cfg.split_collisions, cfg.collision_radius, cfg.collision_min_gaussians, cfg.mask_split_agreement,
-               cfg.split_by_masks, cfg.merge_by_masks, *VoteGate.settings(model))  # fmt: skip
+               cfg.split_by_masks, cfg.merge_by_masks, cfg.recover_by_masks, *VoteGate.settings(model))  # fmt: skip
         return model.gaussian_cache("mask_split", build, 1, key=key)
 
     @torch.no_grad()

@@ -123,6 +123,11 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     """With 'gaussian-votes': merge labels (after split_by_masks where on) whose voting Gaussians the train views'
     instance masks put in one segment more often than mask_split_agreement: one object that training left on
     several codes becomes one label. Needs the datamanager's train cameras and masks."""
+    recover_by_masks: bool = False
+    """With 'gaussian-votes': groups of the Gaussians that do not vote (vote_gate), grouped by the train views'
+    instance masks like a label's, take a code of their own where they are most of the Gaussians their mask segments
+    show: objects whose codes training left unconfident, which would otherwise take no label. Runs after
+    split_by_masks and before merge_by_masks. Needs the datamanager's train cameras and masks."""
     mask_split_agreement: float = 0.5
     """The mask split merges groups of a label whose co-visible Gaussian pairs share a mask segment in more than
     this fraction of the train views that show both (0 to 1)."""
@@ -141,7 +146,7 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     """Allowed values of UniC-Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
     decoding_fields: ClassVar[Tuple[str, ...]] = (
         "instance_decoding", "vote_gate", "vote_confidence", "vote_majority", "split_collisions", "collision_radius",
-        "collision_min_gaussians", "split_by_masks", "merge_by_masks", "mask_split_agreement",
+        "collision_min_gaussians", "split_by_masks", "merge_by_masks", "recover_by_masks", "mask_split_agreement",
     )  # fmt: skip
     """What :meth:`~unic_lift_ns.models.backbone.SegmentationSplatModel.set_decoding` may change."""
 
@@ -230,11 +235,12 @@ class UniCLiftModel(SegmentationSplatModel):
         return DECODINGS[self.config.instance_decoding]
 
     def decoding_changed(self) -> None:
-        """Refuse split_collisions, split_by_masks and merge_by_masks without the train cameras (and masks) they
-        project into."""
-        for flag, needs in (("split_collisions", "train_cameras"), ("split_by_masks", "train_cameras"),
-                            ("split_by_masks", "train_instance_masks"), ("merge_by_masks", "train_cameras"),
-                            ("merge_by_masks", "train_instance_masks")):  # fmt: skip
+        """Refuse split_collisions and the mask split's flags without the train cameras (and masks) they project
+        into."""
+        mask_flags = ("split_by_masks", "merge_by_masks", "recover_by_masks")
+        needed = [("split_collisions", "train_cameras")]
+        needed += [(flag, needs) for flag in mask_flags for needs in ("train_cameras", "train_instance_masks")]
+        for flag, needs in needed:
             if getattr(self.config, flag) and getattr(self, needs) is None:
                 raise InputError(
                     f"--pipeline.model.{flag.replace('_', '-')} needs the train "
