@@ -13,8 +13,11 @@ realistic scene:
       unic-lift-bench --objects 100 --noise realistic --methods unic-lift unic-lift-votes unic-lift-nearest-code \\
         --no-segmenter-baselines --steps $steps --output-dir outputs/curve/s100_$steps
     done
-    python benchmarks/budget_curve.py --benches outputs/curve/*/bench.json --plot-path docs/budget_curve.png
+    python benchmarks/budget_curve.py --benches outputs/curve/*/bench.json \\
+        --points-file benchmarks/budget_curve_points.json --plot-path docs/budget_curve.png
 
+Every measured point is kept in ``benchmarks/budget_curve_points.json`` (a bench's points replace the file's points
+of the same scene, steps and method), so a point measured in one session and the outputs of another draw one curve.
 It prints a Markdown table (scene, steps, method, PQ^scene, PSNR, #pred/#GT, training seconds) and draws one panel
 per scene with one line per method.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -94,9 +97,21 @@ def plot(points: List[Point], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def main(benches: List[Path], plot_path: Optional[Path] = None) -> None:
-    """Table of every bench.json in ``benches``; with ``plot_path``, the curve as a PNG."""
+def merge_points(recorded: List[Point], new: List[Point]) -> List[Point]:
+    """``recorded`` with each point of ``new`` added, replacing a recorded point of its scene, steps and method."""
+    points = {(p.scene, p.steps, p.method): p for p in recorded}
+    points.update({(p.scene, p.steps, p.method): p for p in new})
+    return sorted(points.values(), key=lambda p: (p.scene, p.steps, p.method))
+
+
+def main(benches: List[Path], points_file: Optional[Path] = None, plot_path: Optional[Path] = None) -> None:
+    """Table of every bench.json in ``benches``, with the points recorded in ``points_file`` (which is then updated
+    with the benches' points); with ``plot_path``, the curve as a PNG."""
     points = [point for bench in benches for point in read_points(bench)]
+    if points_file is not None:
+        recorded = [Point(**p) for p in json.loads(points_file.read_text())] if points_file.exists() else []
+        points = merge_points(recorded, points)
+        points_file.write_text(json.dumps([asdict(p) for p in points], indent=1) + "\n")
     print(table(points))
     if plot_path is not None:
         plot(points, plot_path)

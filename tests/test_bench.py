@@ -45,7 +45,11 @@ def test_variants_cover_the_ablations_and_baselines():
             "unic-lift-nearest-code-no-semantics", "unic-lift-votes-mask-split", "unic-lift-votes-mask-split-merge",
             "unic-lift-votes-mask-split-no-semantics", "unic-lift-votes-mask-split-merge-no-semantics",
             "unic-lift-votes-mask-recover", "unic-lift-votes-mask-recover-merge",
-            "unic-lift-votes-mask-recover-merge-no-semantics", "cluster-sum", "stuff-label-0", "no-triplet",
+            "unic-lift-votes-mask-recover-merge-no-semantics", "unic-lift-votes-snap",
+            "unic-lift-votes-snap-mask-merge",
+            "unic-lift-votes-snap-mask-split-merge", "unic-lift-votes-snap-mask-recover-merge",
+            "unic-lift-votes-snap-mask-split-merge-no-semantics",
+            "unic-lift-votes-snap-mask-recover-merge-no-semantics", "cluster-sum", "stuff-label-0", "no-triplet",
             "no-linear-layer", "no-3d-loss", "3d-loss-from-start", "random-triplets", "masks-5pct", "masks-10pct",
             "masks-20pct", "masks-0.5x", "masks-0.25x", "contrastive-lift", "gaussian-clustering",
             "gaussian-clustering-paper-labels"} == set(names)  # fmt: skip

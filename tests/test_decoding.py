@@ -12,6 +12,7 @@ from nerfstudio.cameras.cameras import Cameras
 from conftest import setup_model
 from unic_lift_ns.baselines.contrastive_lift import ContrastiveLiftModelConfig
 from unic_lift_ns.errors import InputError
+from unic_lift_ns.instance_codes import label_to_bits
 from unic_lift_ns.models.decoding import DECODINGS, InstanceDecoding, NearestCode, RenderedEmbedding
 from unic_lift_ns.models.unic_lift import UniCLiftModelConfig
 
@@ -68,3 +69,18 @@ def test_vote_majority_gives_pixels_of_non_voters_no_code() -> None:
     assert labels_of(slice(14, 20)) == {4096} and labels_of(slice(30, 36)) == {3}  # x in [-0.2, -0.08], [0.12, 0.25]
     model.set_decoding(vote_majority="off")
     assert 3 in labels_of(slice(14, 20)) and 4096 not in labels_of(slice(14, 20)) and labels_of(slice(30, 36)) == {3}
+
+
+def test_snap_votes_reads_only_labels_the_voting_gaussians_hold() -> None:
+    """Where three labels blend, each vote's sign can spell a fourth code (7 from 3, 5 and 6); snap_votes gives the
+    pixel the voting label nearest its votes instead. A pixel of one label keeps it, an empty pixel stays 0."""
+    model = setup_model(UniCLiftModelConfig(instance_decoding="gaussian-votes"), num_points=300)
+    codes = torch.tensor([3, 5, 6])
+    with torch.no_grad():
+        model.gauss_params["embeddings"].copy_(8.0 * label_to_bits(codes.repeat(100), 12) - 4.0)
+    signs = 2.0 * label_to_bits(codes, 12) - 1.0
+    votes = torch.stack([torch.tensor([0.34, 0.33, 0.33]) @ signs, 0.6 * signs[1], torch.zeros(12)])
+    maps = {"label_votes": votes, "embedding": votes}
+    assert model.decoding.pixel_labels(model, maps).tolist() == [7, 5, 0]
+    model.set_decoding(snap_votes=True)
+    assert model.decoding.pixel_labels(model, maps).tolist() == [3, 5, 0]

@@ -35,6 +35,8 @@ VOTES = {"instance_decoding": "gaussian-votes"}
 """The decoding of the gaussian-votes variants."""
 NEAREST_CODE = {"instance_decoding": "nearest-code"}
 """The decoding of the nearest-code variants."""
+SNAP = {"snap_votes": True}
+"""Pixels read only the voting Gaussians' labels (no third codes where labels blend)."""
 MASK_SPLIT_MERGE = {"split_by_masks": True, "merge_by_masks": True}
 """Labels split and merged by the train masks (unic_lift_ns.mask_split)."""
 MASK_SPLIT_RECOVER = {"split_by_masks": True, "recover_by_masks": True}
@@ -54,6 +56,18 @@ VARIANTS: tuple[Variant, ...] = (
             decoding={**VOTES, "vote_gate": "semantic"}),
     Variant("unic-lift-votes-split", UNIC_LIFT, "UniC-Lift, gaussian-votes (confidence gate), code collisions split",
             decoding={**VOTES, "split_collisions": True}),
+    Variant("unic-lift-votes-snap", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), snapped to the voting labels",
+            decoding={**VOTES, **SNAP}),
+    Variant("unic-lift-votes-snap-mask-merge", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), snapped, labels merged by the train masks",
+            decoding={**VOTES, **SNAP, "merge_by_masks": True}),
+    Variant("unic-lift-votes-snap-mask-split-merge", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), snapped, labels split and merged by the train masks",
+            decoding={**VOTES, **SNAP, **MASK_SPLIT_MERGE}),
+    Variant("unic-lift-votes-snap-mask-recover-merge", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), snapped, labels split, recovered and merged by the train "
+            "masks", decoding={**VOTES, **SNAP, **MASK_SPLIT_RECOVER, **MASK_SPLIT_MERGE}),
     Variant("unic-lift-votes-mask-split", UNIC_LIFT,
             "UniC-Lift, gaussian-votes (confidence gate), labels split by the train masks",
             decoding={**VOTES, "split_by_masks": True}),
@@ -86,6 +100,13 @@ VARIANTS: tuple[Variant, ...] = (
             "UniC-Lift, gaussian-votes (confidence gate), labels split, recovered and merged by the train masks, no "
             "semantic masks (class-agnostic scoring)", {NO_SEMANTICS: "None"},
             {**VOTES, **MASK_SPLIT_RECOVER, **MASK_SPLIT_MERGE}),
+    Variant("unic-lift-votes-snap-mask-split-merge-no-semantics", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), snapped, labels split and merged by the train masks, no "
+            "semantic masks (class-agnostic scoring)", {NO_SEMANTICS: "None"}, {**VOTES, **SNAP, **MASK_SPLIT_MERGE}),
+    Variant("unic-lift-votes-snap-mask-recover-merge-no-semantics", UNIC_LIFT,
+            "UniC-Lift, gaussian-votes (confidence gate), snapped, labels split, recovered and merged by the train "
+            "masks, no semantic masks (class-agnostic scoring)", {NO_SEMANTICS: "None"},
+            {**VOTES, **SNAP, **MASK_SPLIT_RECOVER, **MASK_SPLIT_MERGE}),
     Variant("no-triplet", UNIC_LIFT, "UniC-Lift w/o triplet loss", {"--pipeline.model.triplet-loss-weight": "0"}),
     Variant("no-linear-layer", UNIC_LIFT, "UniC-Lift w/o linear layer", {"--pipeline.model.use-linear-layer": "False"}),
     Variant("no-3d-loss", UNIC_LIFT, "UniC-Lift w/o 3D loss", {"--pipeline.model.neighbour-loss-weight": "0"}),

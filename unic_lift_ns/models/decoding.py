@@ -142,13 +142,37 @@ class GaussianVotes(Decoding):
         return {"label_votes": votes * voters, **vote_share(model, voters)}
 
     def pixel_labels(self, model: DecodedModel, maps: Dict[str, Tensor]) -> Tensor:
-        return by_vote_majority(model, embedding_to_label(maps.get("label_votes", maps["embedding"])), maps)
+        votes = maps.get("label_votes", maps["embedding"])
+        labels = self.snapped(model, votes) if model.config.snap_votes else embedding_to_label(votes)
+        return by_vote_majority(model, labels, maps)
+
+    def snapped(self, model: DecodedModel, votes: Tensor) -> Tensor:
+        """snap_votes: the label among the voting Gaussians' labels whose +-1 bits are nearest the composited
+        ``votes`` [..., d] (the largest dot product); 0 where no Gaussian votes."""
+        codes, bits = self.code_book(model)
+        labels = codes[assign_nearest(votes, bits)]
+        return torch.where(votes.abs().amax(dim=-1) > 0, labels, torch.zeros_like(labels))
+
+    @torch.no_grad()
+    def code_book(self, model: DecodedModel) -> Tuple[Tensor, Tensor]:
+        """The distinct labels [C] int64 of the voting Gaussians (as :meth:`gaussian_labels` reads them) and their
+        bits as +-1 [C, d]; cached per step, Gaussians and decoding settings."""
+        cfg = model.config
+
+        def build() -> Tuple[Tensor, Tensor]:
+            codes = torch.unique(self.gaussian_labels(model)[self.voting(model)])
+            if len(codes) == 0:  # nothing votes: every pixel reads label 0
+                codes = codes.new_zeros(1)
+            return codes, 2.0 * label_to_bits(codes, cfg.embedding_dim) - 1.0
+
+        key = tuple(getattr(cfg, name) for name in cfg.decoding_fields)
+        return model.gaussian_cache("vote_code_book", build, 1, key=key)
 
     @torch.no_grad()
     def gaussian_labels(self, model: DecodedModel) -> Tensor:
         """Each Gaussian's label (its split label with split_collisions or split_by_masks), 0 for those that do not
         vote, as their pixels read."""
-        labels = self.split_labels(model) if self.splits(model) else super().gaussian_labels(model)
+        labels = self.split_labels(model) if self.splits(model) else embedding_to_label(model.embeddings)
         return labels * self.voting(model).long()
 
     def voting(self, model: DecodedModel) -> Tensor:

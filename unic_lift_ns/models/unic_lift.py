@@ -104,6 +104,11 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     Without semantic masks the background is an instance whose codes Eq. 4 leaves unconfident, so it does not vote,
     and the objects' votes would claim its pixels. 'auto': on when the semantic head saw no semantic masks
     (class-agnostic masks such as SAM's); with them, the semantic class marks background pixels."""
+    snap_votes: bool = False
+    """With 'gaussian-votes': a pixel takes, among the labels of the Gaussians that vote, the one whose +-1 bits are
+    nearest its composited votes (the largest dot product), instead of each vote's sign. Where three or more labels
+    blend (junctions of objects, thin parts), the signs can spell a code no Gaussian holds: a label of a few pixels
+    that no object has. O(pixels x labels), no clustering (the labels are read, not fitted)."""
     split_collisions: bool = False
     """With 'gaussian-votes': split code collisions (unic_lift_ns.collisions). Parts of one label that are
     separate 3D components never seen together in a training view get unused codes; the Gaussians vote the bits of
@@ -145,8 +150,9 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     }  # fmt: skip
     """Allowed values of UniC-Lift's numeric fields (:mod:`unic_lift_ns.flag_ranges`)."""
     decoding_fields: ClassVar[Tuple[str, ...]] = (
-        "instance_decoding", "vote_gate", "vote_confidence", "vote_majority", "split_collisions", "collision_radius",
-        "collision_min_gaussians", "split_by_masks", "merge_by_masks", "recover_by_masks", "mask_split_agreement",
+        "instance_decoding", "vote_gate", "vote_confidence", "vote_majority", "snap_votes", "split_collisions",
+        "collision_radius", "collision_min_gaussians", "split_by_masks", "merge_by_masks", "recover_by_masks",
+        "mask_split_agreement",
     )  # fmt: skip
     """What :meth:`~unic_lift_ns.models.backbone.SegmentationSplatModel.set_decoding` may change."""
 
