@@ -78,7 +78,9 @@ def plot(points: List[Point], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenes = sorted({p.scene for p in points})
-    figure, axes = plt.subplots(1, len(scenes), figsize=(6.5 * len(scenes), 4.5), squeeze=False)
+    methods = sorted({p.method for p in points})
+    colours = {method: plt.get_cmap("tab10")(i % 10) for i, method in enumerate(methods)}  # one per method
+    figure, axes = plt.subplots(1, len(scenes), figsize=(6.5 * len(scenes), 4.5 + 0.2 * len(methods)), squeeze=False)
     for axis, scene in zip(axes[0], scenes):
         lines: Dict[str, List[Tuple[int, float]]] = defaultdict(list)
         for p in points:
@@ -86,14 +88,15 @@ def plot(points: List[Point], path: Path) -> None:
                 lines[p.method].append((p.steps, p.pq_scene))
         for method, values in sorted(lines.items()):
             steps, quality = zip(*sorted(values))
-            axis.plot(steps, quality, marker="o", label=method)
+            axis.plot(steps, quality, marker="o", color=colours[method], label=method)
         axis.set_xscale("log")
         axis.set_xlabel("training steps (cpu-recipe schedule scaled)")
         axis.set_ylabel("PQ^scene (%)")
         axis.set_title(scene, fontsize=10)
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
+    handles = [plt.Line2D([], [], marker="o", color=colours[m]) for m in methods]
+    figure.legend(handles, methods, loc="lower center", fontsize=8, ncol=2, frameon=False)
+    figure.tight_layout(rect=(0, 0.045 * len(methods) / 2 + 0.02, 1, 1))
     figure.savefig(path, dpi=120)
 
 

@@ -219,3 +219,17 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     scene = json.loads((out / "scenes" / "objects_4_hard" / "scene.json").read_text())
     assert scene["config"]["noise"] == "hard" and scene["config"]["num_objects"] == 4
     assert (out / "runs" / "objects_4_hard" / "unic-lift" / "no-triplet" / "config.yml").is_file()
+
+    # benchmarks/rescore_bench.py scores the saved UniC-Lift training again with a new decoding, training nothing
+    rescore = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "rescore_bench.py"), "--bench", str(out)]
+    refused = subprocess.run(rescore + ["--methods", "unic-lift-votes-snap", "contrastive-lift"], capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+    assert refused.returncode != 0 and "--methods contrastive-lift: no saved training" in refused.stderr
+    assert not (out / "rescored").exists()
+    proc = subprocess.run(rescore + ["--methods", "unic-lift-votes-snap"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rescored = json.loads((out / "rescored" / "bench.json").read_text())["rows"]
+    assert [row["method"] for row in rescored[:-1]] == list(rows)
+    snap = rescored[-1]
+    assert snap["variant"] == "unic-lift-votes-snap" and snap["train_seconds"] == rows["UniC-Lift"]["train_seconds"]
+    assert 0.0 <= snap["result"]["pq_scene"] <= 1.0 and snap["result"]["num_views"] == 2

@@ -11,6 +11,7 @@ from nerfstudio.cameras.cameras import Cameras
 
 from conftest import setup_model
 from unic_lift_ns.baselines.contrastive_lift import ContrastiveLiftModelConfig
+from unic_lift_ns.corrections import Correction, Corrections
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.instance_codes import label_to_bits
 from unic_lift_ns.models.decoding import DECODINGS, InstanceDecoding, NearestCode, RenderedEmbedding
@@ -84,3 +85,17 @@ def test_snap_votes_reads_only_labels_the_voting_gaussians_hold() -> None:
     assert model.decoding.pixel_labels(model, maps).tolist() == [7, 5, 0]
     model.set_decoding(snap_votes=True)
     assert model.decoding.pixel_labels(model, maps).tolist() == [3, 5, 0]
+
+
+def test_snap_votes_holds_with_corrections() -> None:
+    """With corrections, pixels composite the corrected labels' d + 1 bits; snap_votes snaps them to the corrected
+    labels the voting Gaussians hold (9 is merged into 3, so 3, 5 and 6)."""
+    model = setup_model(UniCLiftModelConfig(instance_decoding="gaussian-votes", snap_votes=True), num_points=400)
+    with torch.no_grad():
+        model.gauss_params["embeddings"].copy_(8.0 * label_to_bits(torch.tensor([3, 5, 6, 9]).repeat(100), 12) - 4.0)
+    model.set_corrections(Corrections().then(Correction("merge", 9, into=3)))
+    signs = 2.0 * label_to_bits(torch.tensor([3, 5, 6]), 13) - 1.0
+    votes = torch.stack([torch.tensor([0.34, 0.33, 0.33]) @ signs, torch.zeros(13)])
+    assert model.decode_instances({"corrected_votes": votes}).tolist() == [3, 0]
+    model.set_decoding(snap_votes=False)
+    assert model.decode_instances({"corrected_votes": votes}).tolist() == [7, 0]

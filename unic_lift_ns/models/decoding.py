@@ -147,26 +147,13 @@ class GaussianVotes(Decoding):
         return by_vote_majority(model, labels, maps)
 
     def snapped(self, model: DecodedModel, votes: Tensor) -> Tensor:
-        """snap_votes: the label among the voting Gaussians' labels whose +-1 bits are nearest the composited
-        ``votes`` [..., d] (the largest dot product); 0 where no Gaussian votes."""
-        codes, bits = self.code_book(model)
-        labels = codes[assign_nearest(votes, bits)]
-        return torch.where(votes.abs().amax(dim=-1) > 0, labels, torch.zeros_like(labels))
-
-    @torch.no_grad()
-    def code_book(self, model: DecodedModel) -> Tuple[Tensor, Tensor]:
-        """The distinct labels [C] int64 of the voting Gaussians (as :meth:`gaussian_labels` reads them) and their
-        bits as +-1 [C, d]; cached per step, Gaussians and decoding settings."""
+        """snap_votes: :func:`snap_to_labels` among the voting Gaussians' labels (cached per step, Gaussians and
+        decoding settings)."""
         cfg = model.config
-
-        def build() -> Tuple[Tensor, Tensor]:
-            codes = torch.unique(self.gaussian_labels(model)[self.voting(model)])
-            if len(codes) == 0:  # nothing votes: every pixel reads label 0
-                codes = codes.new_zeros(1)
-            return codes, 2.0 * label_to_bits(codes, cfg.embedding_dim) - 1.0
-
         key = tuple(getattr(cfg, name) for name in cfg.decoding_fields)
-        return model.gaussian_cache("vote_code_book", build, 1, key=key)
+        book = model.gaussian_cache("vote_code_book", lambda: vote_code_book(self.gaussian_labels(model),
+                                    self.voting(model), cfg.embedding_dim), 1, key=key)  # fmt: skip
+        return snap_to_labels(votes, *book)
 
     @torch.no_grad()
     def gaussian_labels(self, model: DecodedModel) -> Tensor:
@@ -244,6 +231,23 @@ class GaussianVotes(Decoding):
 
         key = (cfg.collision_radius, cfg.collision_min_gaussians, *VoteGate.settings(model))
         return model.gaussian_cache("collision_split", build, 1, key=key)
+
+
+@torch.no_grad()
+def vote_code_book(labels: Tensor, voting: Tensor, bits: int) -> Tuple[Tensor, Tensor]:
+    """The distinct ``labels`` [C] int64 of the Gaussians that vote and their ``bits`` as +-1 [C, bits] (label 0
+    alone when nothing votes)."""
+    codes = torch.unique(labels[voting])
+    codes = codes if len(codes) else codes.new_zeros(1)
+    return codes, 2.0 * label_to_bits(codes, bits) - 1.0
+
+
+def snap_to_labels(votes: Tensor, codes: Tensor, signs: Tensor) -> Tensor:
+    """The label among ``codes`` [C] whose +-1 bits ``signs`` [C, b] are nearest the composited ``votes`` [..., b]
+    (the largest dot product: each bit weighs its votes' alpha), where the bitwise sign of votes blended from three
+    or more labels can spell a code no Gaussian holds; 0 where no Gaussian votes."""
+    labels = codes[assign_nearest(votes, signs)]
+    return torch.where(votes.abs().amax(dim=-1) > 0, labels, torch.zeros_like(labels))
 
 
 def vote_majority(model: DecodedModel) -> bool:
