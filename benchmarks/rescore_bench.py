@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import tyro
-import yaml
 
 from unic_lift_ns.comparison.run import evaluate_run
 from unic_lift_ns.comparison.table import Row, write_tables
 from unic_lift_ns.comparison.variants import VARIANTS, Variant, select_variants, training_groups
 from unic_lift_ns.eval.evaluate import EvalResult
+from unic_lift_ns.runs import read_run_config
 from unic_lift_ns.scripts.bench import scene_name
 
 TIMING = ("train_seconds", "train_cpu_seconds", "peak_memory", "peak_memory_kind")
@@ -48,8 +48,7 @@ def saved_training(bench: Path, data: Dict[str, Any], scene: Tuple[int, str], va
 
 def rescored_row(scene: Tuple[int, str], config: Path, row: Dict[str, Any], variant: Variant) -> Row:
     """``variant``'s row on ``scene``, scored on the saved training ``config`` of the bench's ``row``."""
-    data_dir = Path(yaml.load(config.read_text(), Loader=yaml.Loader).data)
-    (scores,), _ = evaluate_run(config, data_dir, [variant.decoding], None)
+    (scores,), _ = evaluate_run(config, read_run_config(config).data, [variant.decoding], None)
     return Row(scene[0], variant.label, variant.name, scores.result, noise=scene[1],
                label_seconds=scores.label_seconds, **{k: row[k] for k in TIMING})  # fmt: skip
 
@@ -69,9 +68,7 @@ def main(bench: Path, methods: Tuple[str, ...], output_dir: Optional[Path] = Non
         if not found:
             raise ValueError(f"--methods {variant.name}: no saved training in {bench / 'runs'} that it shares")
         work += [(variant, *training) for training in found]
-    fields = Row.__dataclass_fields__
-    rows = [Row(**{**r, "result": None if r["result"] is None else EvalResult(**r["result"])})
-            for r in data["rows"] if set(r) <= set(fields)]  # fmt: skip
+    rows = [Row(**{**r, "result": None if r["result"] is None else EvalResult(**r["result"])}) for r in data["rows"]]
     rows += [rescored_row(scene, config, row, variant) for variant, scene, config, row in work]
     meta = {k: v for k, v in data.items() if k not in ("columns", "rows", "notes")}
     meta["rescored"] = datetime.datetime.now().isoformat(timespec="seconds")

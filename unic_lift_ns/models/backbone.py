@@ -71,6 +71,10 @@ class SegmentationSplatModelConfig(SplatfactoModelConfig):
     """The fields that only decide how a trained model labels pixels and Gaussians (no effect on training): what
     :meth:`SegmentationSplatModel.set_decoding` may change."""
 
+    def decoding_settings(self) -> Tuple[Any, ...]:
+        """The values of :attr:`decoding_fields`: the key of what is cached from the decoding's labels."""
+        return tuple(getattr(self, name) for name in self.decoding_fields)
+
 
 class SegmentationSplatModel(PortableSplatfacto):
     """Splatfacto with per-Gaussian embeddings and semantic logits, rendered detached, and label outputs."""

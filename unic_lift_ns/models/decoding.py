@@ -112,6 +112,11 @@ class Decoding:
         corrections); None: every Gaussian."""
         return None
 
+    def corrected_pixel_labels(self, model: DecodedModel, votes: Tensor) -> Tensor:
+        """Labels [...] of the composited +-1 bits ``votes`` [..., d + 1] of the Gaussians' corrected labels (the
+        model's ``gaussian_labels`` with the user's corrections replayed)."""
+        return embedding_to_label(votes)
+
 
 class RenderedEmbedding(Decoding):
     """The paper's decoding (Sec. 3.3): Embedding-to-Label of the rendered V."""
@@ -143,16 +148,21 @@ class GaussianVotes(Decoding):
 
     def pixel_labels(self, model: DecodedModel, maps: Dict[str, Tensor]) -> Tensor:
         votes = maps.get("label_votes", maps["embedding"])
-        labels = self.snapped(model, votes) if model.config.snap_votes else embedding_to_label(votes)
-        return by_vote_majority(model, labels, maps)
+        if not model.config.snap_votes:
+            return by_vote_majority(model, embedding_to_label(votes), maps)
+        book = model.gaussian_cache("vote_code_book", lambda: vote_code_book(
+            self.gaussian_labels(model), self.voting(model), model.config.embedding_dim), 1,
+            key=model.config.decoding_settings())  # fmt: skip
+        return by_vote_majority(model, snap_to_labels(votes, *book), maps)
 
-    def snapped(self, model: DecodedModel, votes: Tensor) -> Tensor:
-        """snap_votes: :func:`snap_to_labels` among the voting Gaussians' labels (cached per step, Gaussians and
-        decoding settings)."""
-        cfg = model.config
-        key = tuple(getattr(cfg, name) for name in cfg.decoding_fields)
-        book = model.gaussian_cache("vote_code_book", lambda: vote_code_book(self.gaussian_labels(model),
-                                    self.voting(model), cfg.embedding_dim), 1, key=key)  # fmt: skip
+    def corrected_pixel_labels(self, model: DecodedModel, votes: Tensor) -> Tensor:
+        """With snap_votes, snapped to the corrected labels of the Gaussians that vote, as :meth:`pixel_labels`
+        snaps to their own."""
+        if not model.config.snap_votes:
+            return super().corrected_pixel_labels(model, votes)
+        book = model.gaussian_cache("corrected_code_book", lambda: vote_code_book(
+            model.gaussian_labels(), self.voting(model), model.config.embedding_dim + 1), 1,
+            key=(model.config.decoding_settings(), model.corrections))  # fmt: skip
         return snap_to_labels(votes, *book)
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ from torch.nn import Parameter
 from unic_lift_ns.corrections import Corrections
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, Range
-from unic_lift_ns.instance_codes import embedding_to_label, label_to_bits, max_labels
+from unic_lift_ns.instance_codes import label_to_bits, max_labels
 from unic_lift_ns.losses import (
     boundary_triplets,
     cluster_contrastive_loss,
@@ -27,10 +27,7 @@ from unic_lift_ns.losses import (
     triplet_loss,
 )
 from unic_lift_ns.models.backbone import SegmentationSplatModel, SegmentationSplatModelConfig
-from unic_lift_ns.models.decoding import (
-    DECODINGS, Decoding, GaussianVotes, InstanceDecoding, VoteGate, by_vote_majority, snap_to_labels, vote_code_book,
-    vote_share,
-)  # fmt: skip
+from unic_lift_ns.models.decoding import DECODINGS, Decoding, InstanceDecoding, VoteGate, by_vote_majority, vote_share
 MAX_EMBEDDING_DIM = 24
 """Largest d: a d-bit label is exact in float32 (the viewer's ``instance_label``), int32 PLY properties and
 32-bit label maps."""
@@ -269,7 +266,7 @@ class UniCLiftModel(SegmentationSplatModel):
         if not self.corrections.operations:
             return self.decoding.gaussian_labels(self)
         cfg = self.config
-        key = (tuple(getattr(cfg, name) for name in cfg.decoding_fields), self.corrections)
+        key = (cfg.decoding_settings(), self.corrections)
 
         def build() -> Tensor:
             labels = self.decoding.gaussian_labels(self)
@@ -282,19 +279,8 @@ class UniCLiftModel(SegmentationSplatModel):
         """Embedding-to-Label (Sec. 3.3) as the decoding reads it; no clustering. With corrections, the composited
         bits of the Gaussians' corrected labels."""
         if "corrected_votes" in maps:
-            return by_vote_majority(self, self.corrected_pixel_labels(maps["corrected_votes"]), maps)
+            return by_vote_majority(self, self.decoding.corrected_pixel_labels(self, maps["corrected_votes"]), maps)
         return self.decoding.pixel_labels(self, maps)
-
-    def corrected_pixel_labels(self, votes: Tensor) -> Tensor:
-        """The composited +-1 bits of the corrected labels read as labels; with 'gaussian-votes' and snap_votes,
-        snapped to the corrected labels of the Gaussians that vote, as the decoding snaps its own."""
-        cfg = self.config
-        if not (cfg.snap_votes and isinstance(self.decoding, GaussianVotes)):
-            return embedding_to_label(votes)
-        key = (tuple(getattr(cfg, name) for name in cfg.decoding_fields), self.corrections)
-        book = self.gaussian_cache("corrected_code_book", lambda: vote_code_book(
-            self.gaussian_labels(), self.decoding.voting(self), cfg.embedding_dim + 1), 1, key=key)  # fmt: skip
-        return snap_to_labels(votes, *book)
 
     def instance_losses(
         self, outputs: Dict[str, Tensor], segments: Tensor, semantics: Optional[Tensor]
