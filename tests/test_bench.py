@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import typing
@@ -233,3 +234,16 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     snap = rescored[-1]
     assert snap["variant"] == "unic-lift-votes-snap" and snap["train_seconds"] == rows["UniC-Lift"]["train_seconds"]
     assert 0.0 <= snap["result"]["pq_scene"] <= 1.0 and snap["result"]["num_views"] == 2
+
+    # benchmarks/object_fates.py tells where each GT object of the scene went under a decoding of the saved training
+    run_config = out / "runs" / "objects_4_hard" / "unic-lift" / "unic-lift" / "config.yml"
+    fates = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "object_fates.py"), "--method",
+             "unic-lift-nearest-code", "--load-config", str(run_config)]  # fmt: skip
+    proc = subprocess.run(fates, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fates_line = (r"(\d+) GT objects: (\d+) own label, (\d+) sharing \d+ labels, (\d+) predicted background "
+                  r"\(\d+ of them with a code label without semantics\), (\d+) without a label")
+    counts = re.search(fates_line, proc.stdout)
+    assert counts is not None, proc.stdout
+    total, *fates_counts = map(int, counts.groups())
+    assert 1 <= total <= 4 and sum(fates_counts) == total, proc.stdout

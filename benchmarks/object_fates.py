@@ -1,0 +1,46 @@
+"""Where each ground-truth object of a scene ends up under a trained run's labels, over its eval views.
+
+    python benchmarks/object_fates.py --method unic-lift-votes \\
+        --load-config outputs/b39/h50/runs/objects_50_hard/unic-lift/unic-lift-votes/config.yml
+
+Each GT object takes the predicted label that holds most of its pixels over the eval views: a label of its own, one it
+shares with other objects (merged neighbours), the semantic background (and whether its instance label alone is a
+code: the semantic head, not the codes, lost it), or no label (``unic_lift_ns.eval.object_fates``). PQ^scene counts
+every object once, so this says which failure a change has to fix.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import tyro
+
+from unic_lift_ns.comparison.variants import select_variants
+from unic_lift_ns.eval.evaluate import at_gt_size, load_scene_gt
+from unic_lift_ns.eval.object_fates import object_fates
+from unic_lift_ns.eval.rendered_views import render_eval_views
+from unic_lift_ns.runs import load_run, read_run_config
+
+
+def main(load_config: Path, method: str = "unic-lift-votes") -> None:
+    """Print the fates of the GT objects of a run's scene under ``method``'s decoding (a `unic-lift-bench` variant
+    of the run's training)."""
+    variant = select_variants((method,))[0]
+    scene = Path(read_run_config(load_config).data)
+    pipeline = load_run(load_config, test_mode="test").pipeline
+    model = pipeline.model
+    if variant.decoding:
+        model.set_decoding(**variant.decoding)
+    views = render_eval_views(pipeline)
+    gt = load_scene_gt(scene, eval_stems=views.stems)
+    instances, semantics = at_gt_size(views, gt)
+    num_codes = 2 ** model.config.embedding_dim
+    print(f"{method} on {scene}: {object_fates(instances, semantics, gt.instances, num_codes).line()}")
+
+
+if __name__ == "__main__":
+    try:
+        tyro.cli(main)
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"object_fates: {err}")
