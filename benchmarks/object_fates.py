@@ -1,6 +1,6 @@
 """Where each ground-truth object of a scene ends up under a trained run's labels, over its eval views.
 
-    python benchmarks/object_fates.py --method unic-lift-votes \\
+    python benchmarks/object_fates.py --methods unic-lift-votes unic-lift-nearest-code \\
         --load-config outputs/b39/h50/runs/objects_50_hard/unic-lift/unic-lift-votes/config.yml
 
 Each GT object takes the predicted label that holds most of its pixels over the eval views: a label of its own, one it
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import tyro
 
@@ -23,21 +24,22 @@ from unic_lift_ns.eval.rendered_views import render_eval_views
 from unic_lift_ns.runs import load_run, read_run_config
 
 
-def main(load_config: Path, method: str = "unic-lift-votes") -> None:
-    """Print the fates of the GT objects of a run's scene under ``method``'s decoding (a `unic-lift-bench` variant
-    of the run's training)."""
-    variant = select_variants((method,))[0]
+def main(load_config: Path, methods: Tuple[str, ...] = ("unic-lift-votes",)) -> None:
+    """Print the fates of the GT objects of a run's scene under each of ``methods``' decodings (`unic-lift-bench`
+    variants of the run's training), rendering the eval views once per method."""
+    variants = select_variants(methods)
     scene = Path(read_run_config(load_config).data)
     pipeline = load_run(load_config, test_mode="test").pipeline
     model = pipeline.model
-    if variant.decoding:
-        model.set_decoding(**variant.decoding)
-    views = render_eval_views(pipeline)
-    gt = load_scene_gt(scene, eval_stems=views.stems)
-    instances, semantics = at_gt_size(views, gt)
-    num_codes = 2 ** model.config.embedding_dim
-    print(f"{method} on {scene}: {object_fates(instances, semantics, gt.instances, num_codes).line()}")
-
+    own_settings = {name: getattr(model.config, name) for variant in variants for name in variant.decoding}
+    for variant in variants:
+        if own_settings:
+            model.set_decoding(**{**own_settings, **variant.decoding})
+        views = render_eval_views(pipeline)
+        gt = load_scene_gt(scene, eval_stems=views.stems)
+        instances, semantics = at_gt_size(views, gt)
+        fates = object_fates(instances, semantics, gt.instances, 2**model.config.embedding_dim)
+        print(f"{variant.name} on {scene}: {fates.line()}")
 
 if __name__ == "__main__":
     try:

@@ -237,13 +237,14 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
 
     # benchmarks/object_fates.py tells where each GT object of the scene went under a decoding of the saved training
     run_config = out / "runs" / "objects_4_hard" / "unic-lift" / "unic-lift" / "config.yml"
-    fates = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "object_fates.py"), "--method",
-             "unic-lift-nearest-code", "--load-config", str(run_config)]  # fmt: skip
+    fates = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "object_fates.py"), "--methods",
+             "unic-lift", "unic-lift-nearest-code", "--load-config", str(run_config)]  # fmt: skip
     proc = subprocess.run(fates, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fates_line = (r"(\d+) GT objects: (\d+) own label, (\d+) sharing \d+ labels, (\d+) predicted background "
                   r"\(\d+ of them with a code label without semantics\), (\d+) without a label")
-    counts = re.search(fates_line, proc.stdout)
-    assert counts is not None, proc.stdout
-    total, *fates_counts = map(int, counts.groups())
-    assert 1 <= total <= 4 and sum(fates_counts) == total, proc.stdout
+    for method in ("unic-lift", "unic-lift-nearest-code"):
+        counts = re.search(f"{method} on .*?: {fates_line}", proc.stdout)
+        assert counts is not None, proc.stdout
+        total, *fates_counts = map(int, counts.groups())
+        assert 1 <= total <= 4 and sum(fates_counts) == total, proc.stdout
