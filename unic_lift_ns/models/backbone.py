@@ -27,6 +27,7 @@ from unic_lift_ns.errors import InputError
 from unic_lift_ns.flag_ranges import AT_LEAST_0, AT_LEAST_1, POSITIVE, UNIT, Range, check_flag_ranges, flag_name
 from unic_lift_ns.instance_codes import instance_overlay, label_palette
 from unic_lift_ns.losses import semantic_loss
+from unic_lift_ns.models.capped_strategy import CappedStrategy
 from unic_lift_ns.models.portable_splatfacto import PortableSplatfacto
 
 SEMANTIC_IGNORE = 255
@@ -49,6 +50,10 @@ class SegmentationSplatModelConfig(SplatfactoModelConfig):
     """Classes of the optional semantic head (Messy Rooms: background, object); 0 disables it."""
     semantic_loss_weight: float = 0.1
     """Weight of the semantic cross-entropy loss."""
+    max_gaussians: Optional[int] = None
+    """Densification grows at most to this many Gaussians: a refinement that would pass it grows only those with the
+    largest view-space gradients (models/capped_strategy.py; not in Splatfacto). None = no ceiling. For long CPU
+    runs, whose low-resolution phase doubles the count at every refinement."""
     compute_lpips: bool = True
     """Report LPIPS in evaluation when its weights can be loaded (they are never downloaded during training)."""
 
@@ -65,6 +70,7 @@ class SegmentationSplatModelConfig(SplatfactoModelConfig):
         "camera_optimizer.rot_l2_penalty": AT_LEAST_0,
         # the segmentation channels
         "embedding_dim": AT_LEAST_1, "num_semantic_classes": AT_LEAST_0, "semantic_loss_weight": AT_LEAST_0,
+        "max_gaussians": AT_LEAST_1,
     }  # fmt: skip
     """Allowed values of the numeric fields (:mod:`unic_lift_ns.flag_ranges`), checked when the model is built."""
     decoding_fields: ClassVar[Tuple[str, ...]] = ()
@@ -86,6 +92,8 @@ class SegmentationSplatModel(PortableSplatfacto):
         logits, once the config's numbers are in range."""
         check_flag_ranges(self.config, "--pipeline.model.")
         super().populate_modules()
+        if self.config.max_gaussians is not None:
+            self.strategy = CappedStrategy.of(self.strategy, self.config.max_gaussians)
         # Boolean [N] mask of the Gaussians drawn outside training (the viewer's isolate/hide); None = all.
         self.gaussian_filter: Optional[Tensor] = None
         self.overlay_opacity = 0.5  # how strongly the instance_overlay output tints RGB (the viewer's slider)
