@@ -17,10 +17,12 @@ from typing import Tuple
 
 import tyro
 
+from unic_lift_ns.comparison.run import each_decoding
 from unic_lift_ns.comparison.variants import select_variants
 from unic_lift_ns.eval.evaluate import at_gt_size, load_scene_gt
 from unic_lift_ns.eval.object_fates import object_fates
 from unic_lift_ns.eval.rendered_views import render_eval_views
+from unic_lift_ns.instance_codes import max_labels
 from unic_lift_ns.runs import load_run, read_run_config
 
 
@@ -31,14 +33,12 @@ def main(load_config: Path, methods: Tuple[str, ...] = ("unic-lift-votes",)) -> 
     scene = Path(read_run_config(load_config).data)
     pipeline = load_run(load_config, test_mode="test").pipeline
     model = pipeline.model
-    own_settings = {name: getattr(model.config, name) for variant in variants for name in variant.decoding}
-    for variant in variants:
-        if own_settings:
-            model.set_decoding(**{**own_settings, **variant.decoding})
+    gt = None
+    for variant, _ in zip(variants, each_decoding(model, [variant.decoding for variant in variants])):
         views = render_eval_views(pipeline)
-        gt = load_scene_gt(scene, eval_stems=views.stems)
+        gt = gt or load_scene_gt(scene, eval_stems=views.stems)  # the same views under every decoding
         instances, semantics = at_gt_size(views, gt)
-        fates = object_fates(instances, semantics, gt.instances, 2**model.config.embedding_dim)
+        fates = object_fates(instances, semantics, gt.instances, max_labels(model.config.embedding_dim))
         print(f"{variant.name} on {scene}: {fates.line()}")
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from unic_lift_ns.comparison.variants import Variant
 from unic_lift_ns.clustering import assign_nearest, centroids_or_mean, fit_centroids
 from unic_lift_ns.eval.evaluate import EvalResult, score_rendered
 from unic_lift_ns.eval.rendered_views import RenderedViews, render_eval_views
+from unic_lift_ns.models.backbone import SegmentationSplatModel
 from unic_lift_ns.runs import load_run
 
 NEVER = "1000000000"
@@ -151,6 +152,15 @@ def evaluate_logged(config: Path, scene: Path, decodings: list[Mapping[str, Any]
         raise RunFailed(f"evaluating {config} failed ({type(err).__name__}: {err}); see {log}") from err
 
 
+def each_decoding(model: SegmentationSplatModel, decodings: list[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    """Set each of ``decodings`` (model config fields over the run's own, see :attr:`Variant.decoding`) on the
+    trained ``model`` in turn, and yield it while it is set."""
+    own_settings = {name: getattr(model.config, name) for decoding in decodings for name in decoding}
+    for decoding in decodings:
+        model.set_decoding(**{**own_settings, **decoding})
+        yield decoding
+
+
 def evaluate_run(config: Path, scene: Path, decodings: list[Mapping[str, Any]], clustering: Optional[tuple[int, int]]
                  ) -> tuple[list[Scores], Optional[Scores]]:  # fmt: skip
     """Load a trained run once and, for each of ``decodings`` (model config fields over the run's own, see
@@ -163,10 +173,8 @@ def evaluate_run(config: Path, scene: Path, decodings: list[Mapping[str, Any]], 
     """
     pipeline = load_run(config, test_mode="test").pipeline
     model = pipeline.model
-    own_settings = {name: getattr(model.config, name) for decoding in decodings for name in decoding}
     scores = []
-    for decoding in decodings:
-        model.set_decoding(**{**own_settings, **decoding})
+    for _ in each_decoding(model, decodings):
         views = render_eval_views(pipeline, keep_embeddings=True)
         _, seconds = timed_decoding(lambda e: model.decode_instances({"embedding": e}), views.embeddings)
         scores.append(Scores(score_rendered(views, scene), seconds, getattr(model, "clustering_seconds", None)))
