@@ -20,12 +20,13 @@ from unic_lift_ns.data.label_maps import find_label_map, read_label_map, write_l
 from unic_lift_ns.eval.evaluate import (
     TRACKED,
     UNTRACKED,
+    EvalResult,
     evaluate_predictions,
     evaluate_segmenter_baselines,
     load_scene_gt,
 )
 from conftest import copy_of_run_scene
-from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig
+from unic_lift_ns.scripts.eval import PREDICTION, EvalConfig, results_table
 
 SIZE = 56
 NUM_VIEWS = 8
@@ -93,6 +94,7 @@ def test_console_script_scores_baselines(scene: Path) -> None:
         "psnr",
         "ssim",
         "lpips",
+        "pq_scene_agnostic",
     }
     assert tracked["psnr"] is None  # no model was rendered
     assert tracked["pq_scene"] > 0.95 and untracked["pq_scene"] < 0.75
@@ -337,3 +339,14 @@ def test_periodic_eval_scores_the_rendered_views_and_needs_no_gt(trained_run: Pa
     assert "pq_scene" not in metrics and metrics["psnr"] > 10.0
     written = sorted(p.name for p in (tmp_path / "renders" / "instances").iterdir())
     assert written == [f"{stem}.png" for stem in RUN_EVAL_VIEWS]
+
+
+def test_results_table_leaves_out_columns_no_row_has() -> None:
+    """Scores of 2D masks have no image metrics: the console table leaves those columns out, so names stay whole."""
+    masks = EvalResult(0.9, 0.9, 0.9, 0.9, 0.8, 4, 4, 4, pq_scene_agnostic=0.85)
+    rendered = EvalResult(0.9, 0.9, 0.9, 0.9, 0.8, 4, 4, 4, psnr=20.0, pq_scene_agnostic=0.85)
+    headers = [column.header for column in results_table({UNTRACKED: masks}, "scene").columns]
+    assert headers == ["Method", "PQ^scene", "SQ", "RQ", "PQ (frame)", "PQ^scene, class-agnostic", "mIoU",
+                       "#pred/#GT inst."]  # fmt: skip
+    headers = [column.header for column in results_table({UNTRACKED: masks, "run": rendered}, "scene").columns]
+    assert "PSNR" in headers and "SSIM" not in headers

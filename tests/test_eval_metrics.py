@@ -185,3 +185,28 @@ def test_saved_labels_wider_than_16_bits_read_back_exactly(tmp_path):
     RenderedViews(["a"], [narrow], None, [{"psnr": 20.0}]).save(tmp_path / "narrow")
     assert [p.name for p in (tmp_path / "narrow").iterdir()] == ["instances"]
     np.testing.assert_array_equal(read_label_map(tmp_path / "narrow" / "instances" / "a.png"), narrow)
+
+
+def test_a_run_with_semantics_is_also_scored_class_agnostic():
+    """pq_scene_agnostic scores predicted stuff as one more instance, like a run without semantic masks is scored."""
+    from unic_lift_ns.eval.evaluate import SceneGT, score
+
+    gt = moving_objects(num_views=2, num_objects=3, size=32)
+    sem = semantics_of(gt)
+    scene = SceneGT(["a", "b"], ["a", "b"], gt, sem)
+    perfect = score(gt, scene, sem)
+    assert (perfect.pq_scene, perfect.pq_scene_agnostic) == pytest.approx((1.0, 1.0))
+    # The semantic head calls object 1 background: its pixels join the floor's one segment.
+    lost = [np.where(g == 1, 0, s) for g, s in zip(gt, sem)]
+    result = score(gt, scene, lost)
+    floor, object_1 = sum(int((g == 0).sum()) for g in gt), sum(int((g == 1).sum()) for g in gt)
+    floor_iou = floor / (floor + object_1)
+    # Class-agnostic: 2 objects and the floor match (floor IoU < 1), object 1 is missed: RQ = 3 / (3 + 1 / 2).
+    assert result.pq_scene_agnostic == pytest.approx((2 + floor_iou) / 3 * 3 / 3.5)
+    # With semantics PQ is the mean of thing PQ (2 of 3 objects: RQ 0.8) and stuff PQ (the floor IoU).
+    assert result.pq_scene == pytest.approx((0.8 + floor_iou) / 2)
+    # Without predicted semantics both are the one class-agnostic score; void semantics (255) are not penalised.
+    floor_id = [np.where(g == 0, 9, g) for g in gt]
+    assert score(floor_id, scene).pq_scene_agnostic == score(floor_id, scene).pq_scene == pytest.approx(1.0)
+    void = [np.where(g == 2, 255, s) for g, s in zip(gt, sem)]
+    assert score(gt, scene, void).pq_scene_agnostic == pytest.approx(1.0)

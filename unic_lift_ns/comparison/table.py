@@ -12,8 +12,8 @@ from typing import Any, Optional
 from unic_lift_ns.eval.evaluate import EvalResult
 
 COLUMNS = (
-    "Objects", "Noise", "Method", "PQ^scene", "SQ", "RQ", "mIoU", "PSNR", "Train (s)", "Clustering (s)",
-    "Label assign. (s)", "#inst. pred/GT", "Peak mem. (MiB)",
+    "Objects", "Noise", "Method", "PQ^scene", "SQ", "RQ", "PQ^scene, class-agnostic", "mIoU", "PSNR", "Train (s)",
+    "Clustering (s)", "Label assign. (s)", "#inst. pred/GT", "Peak mem. (MiB)",
 )  # fmt: skip
 """Markdown columns, in order; qualities are in percent."""
 
@@ -64,7 +64,7 @@ def markdown_row(row: Row) -> list[str]:
     mib = None if row.peak_memory is None else row.peak_memory / 2**20
     return [
         str(row.objects), row.noise, row.method, _percent(r.pq_scene), _percent(r.sq_scene), _percent(r.rq_scene),
-        _percent(r.miou), _number(r.psnr, ".2f"), _number(row.train_seconds, ".1f"),
+        _percent(r.pq_scene_agnostic), _percent(r.miou), _number(r.psnr, ".2f"), _number(row.train_seconds, ".1f"),
         _number(row.clustering_seconds, ".2f"), _number(row.label_seconds, ".3g"),
         f"{r.num_pred_instances}/{r.num_gt_instances}", _number(mib, ".0f"),
     ]  # fmt: skip

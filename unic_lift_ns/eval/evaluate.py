@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from unic_lift_ns.data.label_maps import find_label_map, read_label_map, resize_label_map, same_aspect
-from unic_lift_ns.eval.panoptic import panoptic_maps, semantic_miou
+from unic_lift_ns.eval.panoptic import panoptic_maps, semantic_miou, stuff_as_instance
 from unic_lift_ns.eval.rendered_views import RenderedViews
 from unic_lift_ns.eval.tracking import DEFAULT_MIN_IOU, track_segments
 
@@ -38,7 +38,10 @@ TRACKED = "2D segmenter + tracking"
 """Name of the baseline scoring the 2D segmenter masks after Hungarian tracking."""
 IMAGE_METRICS = ("psnr", "ssim", "lpips")
 """Mean image metrics of rendered views that an :class:`EvalResult` reports."""
-RESULT_COLUMNS = ("PQ^scene", "SQ", "RQ", "PQ (frame)", "mIoU", "PSNR", "SSIM", "LPIPS", "#pred/#GT inst.")
+RESULT_COLUMNS = (
+    "PQ^scene", "SQ", "RQ", "PQ (frame)", "PQ^scene, class-agnostic", "mIoU", "PSNR", "SSIM", "LPIPS",
+    "#pred/#GT inst.",
+)  # fmt: skip
 """Columns of a score table row (:func:`result_cells`), after the method's name."""
 
 
@@ -68,6 +71,10 @@ class EvalResult:
     """Mean SSIM of the rendered eval views, when a model was rendered."""
     lpips: Optional[float] = None
     """Mean LPIPS of the rendered eval views, when a model was rendered and LPIPS is available."""
+    pq_scene_agnostic: Optional[float] = None
+    """PQ^scene scored class-agnostic, as a run without semantic masks is scored: with predicted semantics the
+    predicted stuff is one more instance, like the GT background (equal to ``pq_scene`` without them), so runs with
+    and without semantic masks compare on one scale."""
 
     @classmethod
     def image_metrics_only(cls, metrics: Mapping[str, float], num_views: int) -> EvalResult:
@@ -86,7 +93,8 @@ class EvalResult:
 
 def result_cells(result: EvalResult) -> list[str]:
     """The :data:`RESULT_COLUMNS` cells of a result: qualities in percent, "-" where there is none."""
-    qualities = (result.pq_scene, result.sq_scene, result.rq_scene, result.pq_frame, result.miou)
+    qualities = (result.pq_scene, result.sq_scene, result.rq_scene, result.pq_frame, result.pq_scene_agnostic,
+                 result.miou)  # fmt: skip
     cells = ["-" if q is None or math.isnan(q) else f"{100 * q:.1f}" for q in qualities]
     image = ((result.psnr, ".2f"), (result.ssim, ".3f"), (result.lpips, ".3f"))
     cells += ["-" if m is None else f"{m:{spec}}" for m, spec in image]
@@ -176,6 +184,10 @@ def score(
     maps = panoptic_maps(pred_instances, gt.instances, pred_semantics, gt_semantics, unlabelled)
     scene, frame = maps.scene_quality(), maps.frame_quality()
     num_pred, num_gt = maps.count_instances()
+    agnostic = scene
+    if pred_semantics is not None:
+        instances, void_id = stuff_as_instance(pred_instances, pred_semantics, unlabelled)
+        agnostic = panoptic_maps(instances, gt.instances, unlabelled=void_id).scene_quality()
     return EvalResult(
         pq_scene=scene.pq,
         sq_scene=scene.sq,
@@ -185,6 +197,7 @@ def score(
         num_pred_instances=num_pred,
         num_gt_instances=num_gt,
         num_views=len(gt.eval_stems),
+        pq_scene_agnostic=agnostic.pq,
     )
 
 

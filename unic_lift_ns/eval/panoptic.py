@@ -137,6 +137,22 @@ def panoptic_maps(
     return PanopticMaps(preds, targets)
 
 
+def stuff_as_instance(
+    pred_instances: Sequence[np.ndarray], pred_semantics: Sequence[np.ndarray], unlabelled: Optional[int] = None
+) -> tuple[list[np.ndarray], int]:
+    """Predicted panoptic maps as class-agnostic instance maps, to score a run with semantics as one without (the
+    module's class-agnostic convention): every ``STUFF`` pixel takes one new ID, as the GT background does, and pixels
+    of any other class than ``STUFF`` and ``THING`` (void) take the ``unlabelled`` ID, a new one if None. Returns the
+    maps and the unlabelled ID to score them with."""
+    _check_pairs(pred_semantics, pred_instances)
+    instances, semantics = _as_int64(pred_instances), _as_int64(pred_semantics)
+    stuff_id = max(int(pred.max()) for pred in instances) + 1
+    void_id = stuff_id + 1 if unlabelled is None else unlabelled
+    maps = [np.where(sem == STUFF, stuff_id, np.where(sem == THING, pred, void_id))
+            for pred, sem in zip(instances, semantics)]  # fmt: skip
+    return maps, void_id
+
+
 def _as_int64(maps: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(m, dtype=np.int64) for m in maps]
 

@@ -243,13 +243,16 @@ def report_views(run: RunAndGroundTruth, rendered: dict[str, RenderedViews]) -> 
 
 
 def results_table(results: dict[str, EvalResult], title: str) -> Table:
-    """One row per method; qualities in percent."""
+    """One row per method; qualities in percent. Columns with no value in any row (e.g. image metrics when no model
+    was rendered) are left out."""
+    rows = {name: result_cells(result) for name, result in results.items()}
+    kept = [i for i in range(len(RESULT_COLUMNS)) if any(cells[i] != "-" for cells in rows.values())]
     table = Table(title=title)
-    table.add_column("Method")
-    for column in RESULT_COLUMNS:
-        table.add_column(column, justify="right")
-    for name, result in results.items():
-        table.add_row(name, *result_cells(result))
+    table.add_column("Method", no_wrap=True)
+    for i in kept:
+        table.add_column(RESULT_COLUMNS[i], justify="right")
+    for name, cells in rows.items():
+        table.add_row(name, *(cells[i] for i in kept))
     return table
 
 
