@@ -138,6 +138,38 @@ def test_recover_gives_a_code_to_an_object_without_one_but_not_to_a_labelled_obj
     assert set(unrecovered[truth == 1]) == {no_code} and report.labels_recovered == 0
 
 
+def test_a_small_object_that_owns_its_segments_keeps_a_code_where_a_small_fragment_does_not() -> None:
+    """Training gave the first object, 4 Gaussians of a tiny object that the masks segment on its own, and 3 stray
+    Gaussians of the second object (which does not vote) one code. Both small groups are under min_size (5): the
+    tiny object owns its segments and keeps a code of its own; the strays share the second object's segments with
+    its 200-odd Gaussians and join another group. With mask_keep_owners off, both join."""
+    rng = np.random.default_rng(6)
+    means, truth = _two_objects(rng)
+    viewmats, Ks = _top_down_views(10, rng)
+    masks = _masks(viewmats, Ks, merge_views=0, split_views=0, rng=rng)
+    square = (np.abs(means[:, 0] - 1.5) < 0.1) & (np.abs(means[:, 1] - 0.5) < 0.1)
+    means, truth = means[~square], truth[~square]
+    tiny = np.array([[1.47, 0.47, 0.0], [1.53, 0.47, 0.0], [1.47, 0.53, 0.0], [1.53, 0.53, 0.0]])
+    means, truth = np.concatenate([means, tiny]), np.concatenate([truth, np.full(4, 2)])
+    v, u = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    for viewmat, K, mask in zip(viewmats, Ks, masks):  # the tiny object's own segment, id 99, in every view
+        centre = -viewmat[:3, :3].T @ viewmat[:3, 3]
+        x, y = centre[0] + (u - K[0, 2]) / K[0, 0] * centre[2], centre[1] - (v - K[1, 2]) / K[1, 1] * centre[2]
+        mask[(np.abs(x - 1.5) < 0.1) & (np.abs(y - 0.5) < 0.1)] = 99
+    no_code = 16
+    labels = np.where(truth == 1, no_code, 5)
+    strays = np.flatnonzero((truth == 1) & (means[:, 0] > 1.7))[:3]
+    labels[strays] = 5
+    split, report = split_labels_by_masks(means, labels, viewmats, Ks, masks, 4, 0.1, no_code=no_code,
+                                          keep_owners=True)  # fmt: skip
+    inner = (truth == 0) & (means[:, 0] < 0.9)
+    assert set(split[inner]) == {5} and report.new_labels == 1
+    assert len(set(split[truth == 2])) == 1 and split[truth == 2][0] not in (5, no_code)
+    assert set(split[strays]) <= {5, split[truth == 2][0]}  # no code of their own
+    joined, report = split_labels_by_masks(means, labels, viewmats, Ks, masks, 4, 0.1, no_code=no_code)
+    assert report.new_labels == 0 and set(joined[truth == 2]) == {5}
+
+
 def test_hidden_centres_take_no_segment() -> None:
     """A centre behind a nearer one on its pixel (beyond the depth tolerance) is not shown; one in front is."""
     rng = np.random.default_rng(3)

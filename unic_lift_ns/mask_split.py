@@ -71,6 +71,7 @@ def split_labels_by_masks(
     merge: bool = False,
     no_code: Optional[int] = None,
     recover: bool = False,
+    keep_owners: bool = False,
 ) -> Tuple[np.ndarray, MaskSplitReport]:
     """Give a new code to each group of a label's Gaussians that the train masks keep apart from the rest.
 
@@ -91,28 +92,31 @@ def split_labels_by_masks(
             label like the others, so groups that the masks put with them (e.g. floor Gaussians that took an
             object's code) lose their code when they are the larger side.
         recover: then give codes to the groups of ``no_code`` Gaussians that own their segments (step 4).
+        keep_owners: groups (and with ``merge`` labels) of fewer than ``min_size`` Gaussians that own their segments
+            stay apart (step 3): small objects the masks give segments of their own, not fragments.
 
     Returns:
         [N] int64 labels, and a :class:`MaskSplitReport`.
     """
     means, labels = np.asarray(means, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     segments, seen = view_segments(means, viewmats, Ks, masks, depth_tolerance)
+    shown = np.asarray(segments.sum(axis=0)).ravel() if keep_owners else None  # [S] Gaussians each segment shows
     out, free = labels.copy(), free_codes(labels, num_bits)
     labels_split = new_labels = unsplit = 0
     for label in np.unique(labels) if split else ():
         members = np.flatnonzero(labels == label)
         if len(members) < 2 * min_size or label == no_code:
             continue
-        groups = _group_label(segments[members], seen[members], min_size, min_agreement)
+        groups = _group_label(segments[members], seen[members], min_size, min_agreement, shown)
         codes, given, missing = recode_groups(np.bincount(groups), free)
         for group in np.flatnonzero(codes >= 0):
             out[members[groups == group]] = codes[group]
         labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + missing
     recovered = merged = 0
     if recover and no_code is not None:
-        out, recovered = recover_labels(out, segments, seen, no_code, free, min_size, min_agreement)
+        out, recovered = recover_labels(out, segments, seen, no_code, free, min_size, min_agreement, shown)
     if merge:
-        out, merged = merge_labels(out, segments, seen, min_agreement, min_size)
+        out, merged = merge_labels(out, segments, seen, min_agreement, min_size, shown)
     views = sum(mask is not None for mask in masks)
     return out, MaskSplitReport(views, labels_split, new_labels, unsplit, merged, recovered)
 
@@ -125,21 +129,19 @@ def recover_labels(
     free: Iterator[int],
     min_size: int,
     min_agreement: float,
+    shown: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, int]:
-    """Step 4: the ``no_code`` Gaussians that some view gives a segment are grouped (steps 1-3), and each group of at
-    least ``min_size`` Gaussians that owns its segments takes a code from ``free``, largest first. A group's
-    ownership is the mean, over its Gaussians' (view, segment) hits, of its share of the Gaussians the segment
-    shows. Returns the labels and how many groups took a code."""
+    """Step 4: the ``no_code`` Gaussians that some view gives a segment are grouped (steps 1-3; ``shown`` as in
+    :func:`_group_label`), and each group of at least ``min_size`` Gaussians that owns its segments
+    (:func:`ownership`) takes a code from ``free``, largest first. Returns the labels and how many groups took a
+    code."""
     members = np.flatnonzero((labels == no_code) & (seen.getnnz(axis=1) > 0))
     if len(members) < min_size:
         return labels, 0
-    groups = _group_label(segments[members], seen[members], min_size, min_agreement)
+    groups = _group_label(segments[members], seen[members], min_size, min_agreement, shown)
     member = csr_matrix((np.ones(len(members)), (groups, np.arange(len(members)))),
                         shape=(groups.max() + 1, len(members)))  # fmt: skip
-    hits = (member @ segments[members]).tocsr()  # [G, S] Gaussians of each group in each segment
-    shown = np.asarray(segments.sum(axis=0)).ravel()  # [S] Gaussians each segment shows
-    share = hits.multiply(hits).multiply(1.0 / np.maximum(shown, 1.0)[None, :]).sum(axis=1)
-    owned = np.asarray(share).ravel() / np.maximum(np.asarray(hits.sum(axis=1)).ravel(), 1.0)
+    owned = ownership(member @ segments[members], np.asarray(segments.sum(axis=0)).ravel())
     sizes, out, recovered = np.bincount(groups), labels.copy(), 0
     for group in np.argsort(-sizes, kind="stable"):
         if sizes[group] < min_size or owned[group] <= 0.5:
@@ -152,20 +154,30 @@ def recover_labels(
     return out, recovered
 
 
+def ownership(hits: csr_matrix, shown: np.ndarray) -> np.ndarray:
+    """[G] how much each of G groups owns the segments it shows in: the mean, over its Gaussians' (view, segment)
+    hits ``hits`` [G, S], of its share of the Gaussians ``shown`` [S] in the segment (1: no other Gaussian)."""
+    hits = csr_matrix(hits)
+    share = hits.multiply(hits).multiply(1.0 / np.maximum(shown, 1.0)[None, :]).sum(axis=1)
+    return np.asarray(share).ravel() / np.maximum(np.asarray(hits.sum(axis=1)).ravel(), 1.0)
+
+
 def merge_labels(
-    labels: np.ndarray, segments: csr_matrix, seen: csr_matrix, min_agreement: float, min_size: int
-) -> Tuple[np.ndarray, int]:
+    labels: np.ndarray, segments: csr_matrix, seen: csr_matrix, min_agreement: float, min_size: int,
+    shown: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, int]:  # fmt: skip
     """Labels whose Gaussians' co-visible pairs share a segment in more than ``min_agreement`` of the views merge,
-    best pair first, and labels of fewer than ``min_size`` Gaussians join the one they agree with most (if any);
-    each merged set takes the code of its label with the most Gaussians. Returns the labels and how many labels
-    took another's code."""
+    best pair first, and labels of fewer than ``min_size`` Gaussians join the one they agree with most (if any),
+    except, with ``shown`` (as in :func:`_group_label`), those that own their segments; each merged set takes the
+    code of its label with the most Gaussians. Returns the labels and how many labels took another's code."""
     codes, index = np.unique(labels, return_inverse=True)
     member = csr_matrix((np.ones(len(labels)), (index, np.arange(len(labels)))), shape=(len(codes), len(labels)))
     histograms, views = member @ segments, member @ seen
     sizes = np.bincount(index, minlength=len(codes))
     merging = _Agglomeration((histograms @ histograms.T).toarray(), (views @ views.T).toarray(), sizes)
     merging.merge_above(min_agreement)
-    merging.absorb_small(min_size, to_largest=False)
+    owners = None if shown is None else ownership(histograms, shown) > 0.5
+    merging.absorb_small(min_size, to_largest=False, owners=owners)
     kept = np.zeros(len(codes), dtype=np.int64)
     for root in np.unique(merging.parent):
         group = np.flatnonzero(merging.parent == root)
@@ -225,11 +237,13 @@ def _visible_segments(
 
 
 def _group_label(
-    segments: csr_matrix, seen: csr_matrix, min_size: int, min_agreement: float
+    segments: csr_matrix, seen: csr_matrix, min_size: int, min_agreement: float, shown: Optional[np.ndarray] = None
 ) -> np.ndarray:
-    """[n] group ids 0..G-1 of one label's Gaussians (steps 1-3 of the module docstring)."""
+    """[n] group ids 0..G-1 of one label's Gaussians (steps 1-3 of the module docstring); with ``shown`` [S], the
+    Gaussians each segment of all views shows, small groups that own their segments stay apart."""
     n = segments.shape[0]
-    segments = segments[:, np.unique(segments.indices)]  # the label's own segments
+    columns = np.unique(segments.indices)
+    segments = segments[:, columns]  # the label's own segments
     views_seen = np.asarray(seen.sum(axis=1)).ravel()
     groups = np.full(n, -1, dtype=np.int64)
     num_groups = 0
@@ -248,8 +262,9 @@ def _group_label(
     member = csr_matrix((np.ones(int(observed.sum())), (groups[observed], np.flatnonzero(observed))),
                         shape=(num_groups, n))  # fmt: skip
     histograms, views = member @ segments, member @ seen
+    owners = None if shown is None else ownership(histograms, shown[columns]) > 0.5
     merged = _merge_groups((histograms @ histograms.T).toarray(), (views @ views.T).toarray(),
-                           np.bincount(groups[observed]), min_size, min_agreement)  # fmt: skip
+                           np.bincount(groups[observed]), min_size, min_agreement, owners)  # fmt: skip
     out = np.zeros(n, dtype=np.int64)
     out[observed] = merged[groups[observed]]
     largest = np.argmax(np.bincount(out[observed]))
@@ -258,13 +273,14 @@ def _group_label(
 
 
 def _merge_groups(
-    agree: np.ndarray, both: np.ndarray, sizes: np.ndarray, min_size: int, min_agreement: float
-) -> np.ndarray:
+    agree: np.ndarray, both: np.ndarray, sizes: np.ndarray, min_size: int, min_agreement: float,
+    owners: Optional[np.ndarray] = None,
+) -> np.ndarray:  # fmt: skip
     """[G] merged group ids of G groups, from their [G, G] pair counts (see :class:`_Agglomeration`); then groups of
-    fewer than ``min_size`` Gaussians join the group they agree with most (else the largest)."""
+    fewer than ``min_size`` Gaussians join the group they agree with most (else the largest), except ``owners``."""
     merging = _Agglomeration(agree, both, sizes)
     merging.merge_above(min_agreement)
-    merging.absorb_small(min_size, to_largest=True)
+    merging.absorb_small(min_size, to_largest=True, owners=owners)
     return merging.parent
 
 
@@ -293,11 +309,14 @@ class _Agglomeration:
         self.alive[gone] = False
         self.parent[self.parent == gone] = keep
 
-    def absorb_small(self, min_size: int, to_largest: bool) -> None:
+    def absorb_small(self, min_size: int, to_largest: bool, owners: Optional[np.ndarray] = None) -> None:
         """Groups of fewer than ``min_size`` Gaussians, smallest first, join the group they agree with most; one
-        that shares no view with another joins the largest group with ``to_largest``, else stays."""
+        that shares no view with another joins the largest group with ``to_largest``, else stays. Groups that
+        ``owners`` [G] marks (by their index before merging) stay too."""
         for small in np.argsort(self.sizes, kind="stable"):
             if not self.alive[small] or self.sizes[small] >= min_size or self.alive.sum() < 2:
+                continue
+            if owners is not None and owners[small]:
                 continue
             row = self.ratio(small)
             if row.max() >= 0:

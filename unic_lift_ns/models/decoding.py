@@ -212,12 +212,13 @@ class GaussianVotes(Decoding):
                 world_to_camera(cameras.camera_to_worlds).cpu().numpy(), cameras.get_intrinsics_matrices().numpy(),
                 masks, cfg.embedding_dim, cfg.collision_radius * median_neighbour_distance(means[voting.cpu().numpy()]),
                 cfg.collision_min_gaussians, cfg.mask_split_agreement, cfg.split_by_masks, cfg.merge_by_masks, no_code,
-                cfg.recover_by_masks,
+                cfg.recover_by_masks, cfg.mask_keep_owners,
             )  # fmt: skip
             return torch.from_numpy(split_codes).to(labels.device), report
 
         key = (cfg.split_collisions, cfg.collision_radius, cfg.collision_min_gaussians, cfg.mask_split_agreement,
-               cfg.split_by_masks, cfg.merge_by_masks, cfg.recover_by_masks, *VoteGate.settings(model))  # fmt: skip
+               cfg.split_by_masks, cfg.merge_by_masks, cfg.recover_by_masks, cfg.mask_keep_owners,
+               *VoteGate.settings(model))  # fmt: skip
         return model.gaussian_cache("mask_split", build, 1, key=key)
 
     @torch.no_grad()

@@ -136,6 +136,11 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     mask_split_agreement: float = 0.5
     """The mask split merges groups of a label whose co-visible Gaussian pairs share a mask segment in more than
     this fraction of the train views that show both (0 to 1)."""
+    mask_keep_owners: bool = True
+    """With split_by_masks, recover_by_masks or merge_by_masks: a group (or label) of fewer than
+    collision_min_gaussians Gaussians stays apart where it owns its mask segments (on average it is more than half
+    of the Gaussians each of its segments shows): a small object the masks segment on its own, where a fragment of a
+    larger object or of the floor shares their segments and joins them. False: every small group joins another."""
 
     flag_ranges: ClassVar[Dict[str, Range]] = {
         "embedding_dim": Range(
@@ -152,7 +157,7 @@ class UniCLiftModelConfig(SegmentationSplatModelConfig):
     decoding_fields: ClassVar[Tuple[str, ...]] = (
         "instance_decoding", "vote_gate", "vote_confidence", "vote_majority", "snap_votes", "split_collisions",
         "collision_radius", "collision_min_gaussians", "split_by_masks", "merge_by_masks", "recover_by_masks",
-        "mask_split_agreement",
+        "mask_split_agreement", "mask_keep_owners",
     )  # fmt: skip
     """What :meth:`~unic_lift_ns.models.backbone.SegmentationSplatModel.set_decoding` may change."""
 
