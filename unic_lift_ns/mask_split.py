@@ -14,7 +14,9 @@ that gives both a segment when it is the same one. A label's Gaussians are then 
 2. Average agreement: two groups merge while some pair of groups agrees in more than ``min_agreement`` of their
    co-visible Gaussian pairs over all views (the best pair first), so an object that a view or two split stays one.
 3. Groups of fewer than ``min_size`` Gaussians join the group they agree with most (the largest one where they share
-   no view), and Gaussians no view gives a segment stay on the largest group. The largest group keeps the code;
+   no view), and Gaussians no view gives a segment stay on the largest group. With ``keep_owners`` a small group
+   that *owns* its segments (step 4) stays apart: a small object the masks segment on its own, where a fragment
+   shares its segments with the Gaussians of a larger object or of the floor. The largest group keeps the code;
    the others get codes no Gaussian has (never 0), so labels still fit in d bits.
 4. Recover (optional): the Gaussians that do not vote (``no_code``) and that some view gives a segment are grouped
    like a label (steps 1-3). A group that *owns* its segments (on average over its Gaussians' views, it is more
