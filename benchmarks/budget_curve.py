@@ -56,7 +56,9 @@ def read_points(path: Path) -> List[Point]:
             continue
         scene = f"{row['objects']} objects, {row['noise']}, {data['num_views']} views of {data['resolution']} px"
         instances = f"{result['num_pred_instances']}/{result['num_gt_instances']}"
-        points.append(Point(scene, int(data["steps"]), row["method"], 100 * result["pq_scene"], result.get("psnr"),
+        ceiling = data.get("max_gaussians")  # a capped training is its own line
+        method = row["method"] if ceiling is None else f"{row['method']} (at most {ceiling} Gaussians)"
+        points.append(Point(scene, int(data["steps"]), method, 100 * result["pq_scene"], result.get("psnr"),
                             instances, row.get("train_seconds")))  # fmt: skip
     return points
 

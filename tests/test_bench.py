@@ -25,6 +25,7 @@ from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import COLUMNS
 from unic_lift_ns.eval.evaluate import TRACKED, UNTRACKED
 from unic_lift_ns.method_configs import unic_lift_cpu_trainer_config
+from unic_lift_ns.runs import read_run_config
 from unic_lift_ns.scripts.bench import BenchConfig, entrypoint
 from unic_lift_ns.synth.generate import SynthConfig
 
@@ -164,6 +165,7 @@ def test_scenes_are_reused_only_when_their_settings_match(tmp_path):
     [
         (["--methods", "unic-lift", "bogus-method"], "unknown method 'bogus-method'"),
         (["--steps", "0"], "--steps must be positive, got 0"),
+        (["--max-gaussians", "0"], "--max-gaussians must be positive, got 0"),
         (["--budget", "huge"], "huge"),
     ],
 )
@@ -182,7 +184,7 @@ def test_bad_arguments_fail_cleanly(tmp_path, monkeypatch, capfd, args, message)
 def test_bench_tiny_scene_end_to_end(tmp_path):
     out = tmp_path / "bench"
     methods = ["unic-lift", "unic-lift-nearest-code", "no-triplet"]
-    cmd = [BENCH, "--output-dir", str(out), "--methods", *methods, "--noise", "hard", *TINY]
+    cmd = [BENCH, "--output-dir", str(out), "--methods", *methods, "--noise", "hard", *TINY, "--max-gaussians", "900"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -191,6 +193,7 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     assert [c.strip() for c in header.strip("|").split("|")] == list(COLUMNS)
     data = json.loads((out / "bench.json").read_text())
     assert data["steps"] == 20 and data["budget"] == "cpu-recipe" and data["resolution"] == 32
+    assert data["max_gaussians"] == 900 and "at most 900 Gaussians" in table[0]
     rows = {row["method"]: row for row in data["rows"]}
     no_triplet_hdbscan = "UniC-Lift w/o triplet loss: maps, HDBSCAN + nearest centroid"
     nearest_code = "UniC-Lift, nearest-code decoding (confidence gate)"
@@ -200,7 +203,7 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     for name, row in rows.items():
         result = row["result"]
         assert row["objects"] == 4 and row["noise"] == "hard" and row["error"] is None
-        for key in ("pq_scene", "sq_scene", "rq_scene", "miou"):
+        for key in ("pq_scene", "sq_scene", "rq_scene", "miou", "pq_scene_agnostic"):
             assert 0.0 <= result[key] <= 1.0, (name, key, result[key])
         assert result["num_gt_instances"] > 0 and result["num_views"] == 2
     for name in ("UniC-Lift", nearest_code, "UniC-Lift maps, HDBSCAN + nearest centroid",
@@ -220,6 +223,9 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
     scene = json.loads((out / "scenes" / "objects_4_hard" / "scene.json").read_text())
     assert scene["config"]["noise"] == "hard" and scene["config"]["num_objects"] == 4
     assert (out / "runs" / "objects_4_hard" / "unic-lift" / "no-triplet" / "config.yml").is_file()
+    for name in methods[::2]:  # every training got the ceiling
+        config = read_run_config(out / "runs" / "objects_4_hard" / "unic-lift" / name / "config.yml")
+        assert config.pipeline.model.max_gaussians == 900
 
     # benchmarks/rescore_bench.py scores the saved UniC-Lift training again with a new decoding, training nothing
     rescore = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "rescore_bench.py"), "--bench", str(out)]

@@ -64,9 +64,10 @@ class Scores:
 
 
 def train_command(variant: Variant, budget: Budget, steps: int, scene: Path, runs_dir: Path, experiment: str,
-                  device: str, usage_file: Path) -> list[str]:  # fmt: skip
-    """The `ns-train` command line of ``variant`` (run through :mod:`unic_lift_ns.comparison.ns_train`)."""
-    flags = {**budget.train_flags(variant.method, steps), **variant.flags}
+                  device: str, usage_file: Path, extra: Optional[Mapping[str, str]] = None) -> list[str]:  # fmt: skip
+    """The `ns-train` command line of ``variant`` (run through :mod:`unic_lift_ns.comparison.ns_train`); ``extra``
+    flags go over the budget's, the variant's over both."""
+    flags = {**budget.train_flags(variant.method, steps), **(extra or {}), **variant.flags}
     return [
         sys.executable, "-m", "unic_lift_ns.comparison.ns_train", str(usage_file), variant.method,
         "--data", str(scene.resolve()), "--output-dir", str(runs_dir.resolve()), "--experiment-name", experiment,
@@ -78,15 +79,16 @@ def train_command(variant: Variant, budget: Budget, steps: int, scene: Path, run
 
 
 def train_variant(variant: Variant, budget: Budget, steps: int, scene: Path, runs_dir: Path, experiment: str,
-                  device: str) -> TrainingRecord:  # fmt: skip
-    """Train ``variant`` on ``scene``; output and log under ``runs_dir/experiment``. A previous run is replaced."""
+                  device: str, extra: Optional[Mapping[str, str]] = None) -> TrainingRecord:  # fmt: skip
+    """Train ``variant`` on ``scene`` (``extra`` flags as in :func:`train_command`); output and log under
+    ``runs_dir/experiment``. A previous run is replaced."""
     run_dir = runs_dir / experiment / variant.method / variant.name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = runs_dir / experiment / f"{variant.name}.log"
     usage_file = runs_dir / experiment / f"{variant.name}.usage.json"
     usage_file.unlink(missing_ok=True)
-    cmd = train_command(variant, budget, steps, scene, runs_dir, experiment, device, usage_file)
+    cmd = train_command(variant, budget, steps, scene, runs_dir, experiment, device, usage_file, extra)
     with log.open("w") as out:
         out.write(" ".join(cmd) + "\n")
         out.flush()

@@ -58,6 +58,9 @@ class BenchConfig:
     """Override the budget's number of views per scene."""
     points: Optional[int] = None
     """Override the budget's initial point count."""
+    max_gaussians: Optional[int] = None
+    """Ceiling on the Gaussians' growth of every training (--pipeline.model.max-gaussians): a CPU schedule scaled to
+    many steps at low resolution otherwise densifies without bound. None: gsplat's densification unchanged."""
     seed: int = 0
     """Scene generation seed."""
     eval_interval: Optional[int] = None
@@ -77,7 +80,7 @@ class BenchConfig:
         variants = select_variants(self.methods)
         counts = {"--objects": self.objects, "--steps": (self.steps,), "--resolution": (self.resolution,),
                   "--views": (self.views,), "--points": (self.points,),
-                  "--eval-interval": (self.eval_interval,)}  # fmt: skip
+                  "--eval-interval": (self.eval_interval,), "--max-gaussians": (self.max_gaussians,)}  # fmt: skip
         for flag, values in counts.items():
             bad = [v for v in values if v is not None and v < 1]
             if bad:
@@ -102,9 +105,11 @@ class BenchConfig:
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.node()} ({platform.machine()}, {torch.get_num_threads()} torch threads)",
             "budget": budget.name, "steps": steps, "device": self.device, "seed": self.seed, **scene_size,
+            "max_gaussians": self.max_gaussians,
         }  # fmt: skip
-        header = (f"Budget {budget.name}: {steps} steps on {self.device}; scenes of {scene_size['num_views']} "
-                  f"views at {scene_size['resolution']} px; qualities in percent.")  # fmt: skip
+        ceiling = "" if self.max_gaussians is None else f", at most {self.max_gaussians} Gaussians"
+        header = (f"Budget {budget.name}: {steps} steps on {self.device}{ceiling}; scenes of "
+                  f"{scene_size['num_views']} views at {scene_size['resolution']} px; qualities in percent.")  # fmt: skip
         rows: list[Row] = []
         notes: list[str] = []
 
@@ -137,7 +142,8 @@ class BenchConfig:
         compare = self.compare_clustering and first.method == UNIC_LIFT
         clustering = (budget.clustering_samples, budget.clustering_min_size) if compare else None
         try:
-            run = train_variant(first, budget, steps, scene, runs, experiment, self.device)
+            extra = {} if self.max_gaussians is None else {"--pipeline.model.max-gaussians": str(self.max_gaussians)}
+            run = train_variant(first, budget, steps, scene, runs, experiment, self.device, extra)
             log = runs / experiment / f"{first.name}.eval.log"
             own, clustered = evaluate_logged(run.config, scene, [v.decoding for v in group], clustering, log)
         except RunFailed as err:
