@@ -109,7 +109,8 @@ class BenchConfig:
         }  # fmt: skip
         ceiling = "" if self.max_gaussians is None else f", at most {self.max_gaussians} Gaussians"
         header = (f"Budget {budget.name}: {steps} steps on {self.device}{ceiling}; scenes of "
-                  f"{scene_size['num_views']} views at {scene_size['resolution']} px; qualities in percent.")  # fmt: skip
+                  f"{scene_size['num_views']} views at {scene_size['resolution']} px; "
+                  "qualities in percent.")  # fmt: skip
         rows: list[Row] = []
         notes: list[str] = []
 
