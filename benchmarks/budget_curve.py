@@ -46,6 +46,10 @@ class Point:
     train_seconds: Optional[float]
 
 
+CAPPED = " (at most "
+"""What a capped training's method label has after the method's (`unic-lift-bench --max-gaussians`)."""
+
+
 def read_points(path: Path) -> List[Point]:
     """The scored rows of one bench.json (failed rows and 2D-segmenter rows are left out)."""
     data = json.loads(path.read_text())
@@ -57,7 +61,7 @@ def read_points(path: Path) -> List[Point]:
         scene = f"{row['objects']} objects, {row['noise']}, {data['num_views']} views of {data['resolution']} px"
         instances = f"{result['num_pred_instances']}/{result['num_gt_instances']}"
         ceiling = data.get("max_gaussians")  # a capped training is its own line
-        method = row["method"] if ceiling is None else f"{row['method']} (at most {ceiling} Gaussians)"
+        method = row["method"] if ceiling is None else f"{row['method']}{CAPPED}{ceiling} Gaussians)"
         points.append(Point(scene, int(data["steps"]), method, 100 * result["pq_scene"], result.get("psnr"),
                             instances, row.get("train_seconds")))  # fmt: skip
     return points
@@ -73,15 +77,17 @@ def table(points: List[Point]) -> str:
 
 
 def plot(points: List[Point], path: Path) -> None:
-    """One panel per scene: PQ^scene against steps (log scale), one line per method."""
+    """One panel per scene: PQ^scene against steps (log scale), one line per method; a capped training's points
+    continue its method's line dashed, with hollow squares."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scenes = sorted({p.scene for p in points})
-    methods = sorted({p.method for p in points})
-    colours = {method: plt.get_cmap("tab10")(i % 10) for i, method in enumerate(methods)}  # one per method
+    methods = sorted({p.method.split(CAPPED)[0] for p in points})
+    palette = plt.get_cmap("tab20")
+    colours = {method: palette(i % 20) for i, method in enumerate(methods)}  # one per method
     figure, axes = plt.subplots(1, len(scenes), figsize=(6.5 * len(scenes), 4.5 + 0.2 * len(methods)), squeeze=False)
     for axis, scene in zip(axes[0], scenes):
         lines: Dict[str, List[Tuple[int, float]]] = defaultdict(list)
@@ -89,15 +95,26 @@ def plot(points: List[Point], path: Path) -> None:
             if p.scene == scene:
                 lines[p.method].append((p.steps, p.pq_scene))
         for method, values in sorted(lines.items()):
+            base = method.split(CAPPED)[0]
             steps, quality = zip(*sorted(values))
-            axis.plot(steps, quality, marker="o", color=colours[method], label=method)
+            if method == base:
+                axis.plot(steps, quality, marker="o", color=colours[base])
+                continue
+            start = [v for v in lines.get(base, []) if v[0] < steps[0]]  # on from the method's last uncapped point
+            joined = sorted(values + ([max(start)] if start else []))
+            axis.plot(*zip(*joined), linestyle="--", color=colours[base])
+            axis.plot(steps, quality, marker="s", linestyle="none", markerfacecolor="white", color=colours[base])
         axis.set_xscale("log")
         axis.set_xlabel("training steps (cpu-recipe schedule scaled)")
         axis.set_ylabel("PQ^scene (%)")
         axis.set_title(scene, fontsize=10)
         axis.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", color=colours[m]) for m in methods]
-    figure.legend(handles, methods, loc="lower center", fontsize=8, ncol=2, frameon=False)
+    labels = list(methods)
+    if any(CAPPED in p.method for p in points):
+        handles.append(plt.Line2D([], [], marker="s", linestyle="--", markerfacecolor="none", color="grey"))
+        labels.append("dashed, hollow squares: a training with a ceiling on the Gaussians (--max-gaussians)")
+    figure.legend(handles, labels, loc="lower center", fontsize=8, ncol=2, frameon=False)
     figure.tight_layout(rect=(0, 0.045 * len(methods) / 2 + 0.02, 1, 1))
     figure.savefig(path, dpi=120)
 
