@@ -102,23 +102,25 @@ def split_labels_by_masks(
     """
     means, labels = np.asarray(means, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     segments, seen = view_segments(means, viewmats, Ks, masks, depth_tolerance)
-    shown = np.asarray(segments.sum(axis=0)).ravel() if keep_owners else None  # [S] Gaussians each segment shows
+    shown = np.asarray(segments.sum(axis=0)).ravel()  # [S] Gaussians each segment shows
+    owners_shown = shown if keep_owners else None  # small groups that own their segments stay apart
     out, free = labels.copy(), free_codes(labels, num_bits)
     labels_split = new_labels = unsplit = 0
     for label in np.unique(labels) if split else ():
         members = np.flatnonzero(labels == label)
         if len(members) < 2 * min_size or label == no_code:
             continue
-        groups = _group_label(segments[members], seen[members], min_size, min_agreement, shown)
+        groups = _group_label(segments[members], seen[members], min_size, min_agreement, owners_shown)
         codes, given, missing = recode_groups(np.bincount(groups), free)
         for group in np.flatnonzero(codes >= 0):
             out[members[groups == group]] = codes[group]
         labels_split, new_labels, unsplit = labels_split + (given > 0), new_labels + given, unsplit + missing
     recovered = merged = 0
     if recover and no_code is not None:
-        out, recovered = recover_labels(out, segments, seen, no_code, free, min_size, min_agreement, shown)
+        out, recovered = recover_labels(out, segments, seen, no_code, free, min_size, min_agreement, shown,
+                                        keep_owners)  # fmt: skip
     if merge:
-        out, merged = merge_labels(out, segments, seen, min_agreement, min_size, shown)
+        out, merged = merge_labels(out, segments, seen, min_agreement, min_size, owners_shown)
     views = sum(mask is not None for mask in masks)
     return out, MaskSplitReport(views, labels_split, new_labels, unsplit, merged, recovered)
 
@@ -131,19 +133,20 @@ def recover_labels(
     free: Iterator[int],
     min_size: int,
     min_agreement: float,
-    shown: Optional[np.ndarray] = None,
+    shown: np.ndarray,
+    keep_owners: bool = False,
 ) -> Tuple[np.ndarray, int]:
-    """Step 4: the ``no_code`` Gaussians that some view gives a segment are grouped (steps 1-3; ``shown`` as in
-    :func:`_group_label`), and each group of at least ``min_size`` Gaussians that owns its segments
-    (:func:`ownership`) takes a code from ``free``, largest first. Returns the labels and how many groups took a
-    code."""
+    """Step 4: the ``no_code`` Gaussians that some view gives a segment are grouped (steps 1-3, with
+    ``keep_owners``), and each group of at least ``min_size`` Gaussians that owns its segments (:func:`ownership`
+    of the Gaussians ``shown`` [S] in each segment) takes a code from ``free``, largest first. Returns the labels and
+    how many groups took a code."""
     members = np.flatnonzero((labels == no_code) & (seen.getnnz(axis=1) > 0))
     if len(members) < min_size:
         return labels, 0
-    groups = _group_label(segments[members], seen[members], min_size, min_agreement, shown)
+    groups = _group_label(segments[members], seen[members], min_size, min_agreement, shown if keep_owners else None)
     member = csr_matrix((np.ones(len(members)), (groups, np.arange(len(members)))),
                         shape=(groups.max() + 1, len(members)))  # fmt: skip
-    owned = ownership(member @ segments[members], np.asarray(segments.sum(axis=0)).ravel())
+    owned = ownership(member @ segments[members], shown)
     sizes, out, recovered = np.bincount(groups), labels.copy(), 0
     for group in np.argsort(-sizes, kind="stable"):
         if sizes[group] < min_size or owned[group] <= 0.5:
