@@ -44,10 +44,17 @@ class Point:
     psnr: Optional[float]
     instances: str
     train_seconds: Optional[float]
+    max_gaussians: Optional[int] = None
+    """The training's ceiling on the Gaussians (`unic-lift-bench --max-gaussians`); None: none."""
 
+    @property
+    def key(self) -> Tuple[str, int, str, Optional[int]]:
+        """What one point of the curve is: a capped training is not the uncapped one."""
+        return self.scene, self.steps, self.method, self.max_gaussians
 
-CAPPED = " (at most "
-"""What a capped training's method label has after the method's (`unic-lift-bench --max-gaussians`)."""
+    def label(self) -> str:
+        """The method, and its ceiling if any."""
+        return self.method if self.max_gaussians is None else f"{self.method} (at most {self.max_gaussians} Gaussians)"
 
 
 def read_points(path: Path) -> List[Point]:
@@ -60,19 +67,17 @@ def read_points(path: Path) -> List[Point]:
             continue
         scene = f"{row['objects']} objects, {row['noise']}, {data['num_views']} views of {data['resolution']} px"
         instances = f"{result['num_pred_instances']}/{result['num_gt_instances']}"
-        ceiling = data.get("max_gaussians")  # a capped training is its own line
-        method = row["method"] if ceiling is None else f"{row['method']}{CAPPED}{ceiling} Gaussians)"
-        points.append(Point(scene, int(data["steps"]), method, 100 * result["pq_scene"], result.get("psnr"),
-                            instances, row.get("train_seconds")))  # fmt: skip
+        points.append(Point(scene, int(data["steps"]), row["method"], 100 * result["pq_scene"], result.get("psnr"),
+                            instances, row.get("train_seconds"), data.get("max_gaussians")))  # fmt: skip
     return points
 
 
 def table(points: List[Point]) -> str:
     lines = ["| scene | steps | method | PQ^scene | PSNR | #pred/#GT | train (s) |", "|---|---|---|---|---|---|---|"]
-    for p in sorted(points, key=lambda p: (p.scene, p.steps, p.method)):
+    for p in sorted(points, key=lambda p: (p.scene, p.steps, p.label())):
         psnr = "-" if p.psnr is None else f"{p.psnr:.2f}"
         seconds = "-" if p.train_seconds is None else f"{p.train_seconds:.0f}"
-        lines.append(f"| {p.scene} | {p.steps} | {p.method} | {p.pq_scene:.1f} | {psnr} | {p.instances} | {seconds} |")
+        lines.append(f"| {p.scene} | {p.steps} | {p.label()} | {p.pq_scene:.1f} | {psnr} | {p.instances} | {seconds} |")
     return "\n".join(lines)
 
 
@@ -85,25 +90,24 @@ def plot(points: List[Point], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenes = sorted({p.scene for p in points})
-    methods = sorted({p.method.split(CAPPED)[0] for p in points})
+    methods = sorted({p.method for p in points})
     palette = plt.get_cmap("tab20")
     colours = {method: palette(i % 20) for i, method in enumerate(methods)}  # one per method
     figure, axes = plt.subplots(1, len(scenes), figsize=(6.5 * len(scenes), 4.5 + 0.2 * len(methods)), squeeze=False)
     for axis, scene in zip(axes[0], scenes):
-        lines: Dict[str, List[Tuple[int, float]]] = defaultdict(list)
+        lines: Dict[Tuple[str, bool], List[Tuple[int, float]]] = defaultdict(list)  # (method, capped) -> points
         for p in points:
             if p.scene == scene:
-                lines[p.method].append((p.steps, p.pq_scene))
-        for method, values in sorted(lines.items()):
-            base = method.split(CAPPED)[0]
+                lines[p.method, p.max_gaussians is not None].append((p.steps, p.pq_scene))
+        for (method, capped), values in sorted(lines.items()):
             steps, quality = zip(*sorted(values))
-            if method == base:
-                axis.plot(steps, quality, marker="o", color=colours[base])
+            if not capped:
+                axis.plot(steps, quality, marker="o", color=colours[method])
                 continue
-            start = [v for v in lines.get(base, []) if v[0] < steps[0]]  # on from the method's last uncapped point
+            start = [v for v in lines.get((method, False), []) if v[0] < steps[0]]  # on from its last uncapped point
             joined = sorted(values + ([max(start)] if start else []))
-            axis.plot(*zip(*joined), linestyle="--", color=colours[base])
-            axis.plot(steps, quality, marker="s", linestyle="none", markerfacecolor="white", color=colours[base])
+            axis.plot(*zip(*joined), linestyle="--", color=colours[method])
+            axis.plot(steps, quality, marker="s", linestyle="none", markerfacecolor="white", color=colours[method])
         axis.set_xscale("log")
         axis.set_xlabel("training steps (cpu-recipe schedule scaled)")
         axis.set_ylabel("PQ^scene (%)")
@@ -111,7 +115,7 @@ def plot(points: List[Point], path: Path) -> None:
         axis.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", color=colours[m]) for m in methods]
     labels = list(methods)
-    if any(CAPPED in p.method for p in points):
+    if any(p.max_gaussians is not None for p in points):
         handles.append(plt.Line2D([], [], marker="s", linestyle="--", markerfacecolor="none", color="grey"))
         labels.append("dashed, hollow squares: a training with a ceiling on the Gaussians (--max-gaussians)")
     figure.legend(handles, labels, loc="lower center", fontsize=8, ncol=2, frameon=False)
@@ -120,10 +124,10 @@ def plot(points: List[Point], path: Path) -> None:
 
 
 def merge_points(recorded: List[Point], new: List[Point]) -> List[Point]:
-    """``recorded`` with each point of ``new`` added, replacing a recorded point of its scene, steps and method."""
-    points = {(p.scene, p.steps, p.method): p for p in recorded}
-    points.update({(p.scene, p.steps, p.method): p for p in new})
-    return sorted(points.values(), key=lambda p: (p.scene, p.steps, p.method))
+    """``recorded`` with each point of ``new`` added, replacing a recorded point of the same :attr:`Point.key`."""
+    points = {p.key: p for p in recorded}
+    points.update({p.key: p for p in new})
+    return sorted(points.values(), key=lambda p: (p.scene, p.steps, p.label()))
 
 
 def main(benches: List[Path], points_file: Optional[Path] = None, plot_path: Optional[Path] = None) -> None:

@@ -41,6 +41,7 @@ def main(load_config: Path, methods: Tuple[str, ...] = ("unic-lift-votes",)) -> 
         fates = object_fates(instances, semantics, gt.instances, max_labels(model.config.embedding_dim))
         print(f"{variant.name} on {scene}: {fates.line()}")
 
+
 if __name__ == "__main__":
     try:
         tyro.cli(main)
