@@ -58,7 +58,8 @@ class Point:
 
 
 def read_points(path: Path) -> List[Point]:
-    """The scored rows of one bench.json (failed rows and 2D-segmenter rows are left out)."""
+    """The scored rows of one bench.json (failed rows and 2D-segmenter rows are left out); a scene generated with
+    another seed than 0 names its seed."""
     data = json.loads(path.read_text())
     points = []
     for row in data["rows"]:
@@ -66,6 +67,7 @@ def read_points(path: Path) -> List[Point]:
         if result is None or row.get("variant") is None:
             continue
         scene = f"{row['objects']} objects, {row['noise']}, {data['num_views']} views of {data['resolution']} px"
+        scene += f", seed {data['seed']}" if data.get("seed", 0) else ""  # seed 0: the names of earlier points
         instances = f"{result['num_pred_instances']}/{result['num_gt_instances']}"
         points.append(Point(scene, int(data["steps"]), row["method"], 100 * result["pq_scene"], result.get("psnr"),
                             instances, row.get("train_seconds"), data.get("max_gaussians")))  # fmt: skip
