@@ -18,6 +18,7 @@ from unic_lift_ns.comparison.variants import (
     GAUSSIAN_CLUSTERING_PAPER_LABELS,
     VARIANTS,
     select_variants,
+    trains_like_paper,
     training_groups,
 )
 from unic_lift_ns.comparison.run import train_command
@@ -111,6 +112,9 @@ def test_variants_that_differ_only_in_decoding_share_a_training():
     groups = [[v.name for v in group] for group in training_groups(variants)]
     assert groups == [["unic-lift", "unic-lift-votes", "unic-lift-nearest-code"],
                       ["unic-lift-no-semantics", "unic-lift-nearest-code-no-semantics"], ["no-triplet"]]  # fmt: skip
+    # so HDBSCAN on the maps of the paper's training is one row, whichever of its decodings a bench runs first
+    assert all(trains_like_paper(name) for name in ("unic-lift", "unic-lift-votes", "unic-lift-nearest-code"))
+    assert not any(trains_like_paper(name) for name in ("no-triplet", "unic-lift-no-semantics", "contrastive-lift"))
 
 
 def test_gaussian_clustering_paper_labels_are_its_model_defaults_on_the_budgets_training():

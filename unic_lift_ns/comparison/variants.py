@@ -146,3 +146,9 @@ def training_groups(variants: list[Variant]) -> list[list[Variant]]:
     for variant in variants:
         groups.setdefault((variant.method, tuple(sorted(variant.flags.items()))), []).append(variant)
     return list(groups.values())
+
+
+def trains_like_paper(name: str) -> bool:
+    """Whether the variant ``name`` trains what UniC-Lift's default (``unic-lift``) trains: only its decoding
+    differs, so HDBSCAN on its rendered maps is the same row whichever decoding of the training was run first."""
+    return len(training_groups(select_variants((name, UNIC_LIFT)))) == 1

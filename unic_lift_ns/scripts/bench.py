@@ -20,7 +20,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from tqdm import tqdm
 
 from unic_lift_ns.comparison.budgets import BUDGETS, Budget
-from unic_lift_ns.comparison.variants import UNIC_LIFT, VARIANTS, Variant, select_variants, training_groups
+from unic_lift_ns.comparison.variants import (
+    UNIC_LIFT, VARIANTS, Variant, select_variants, trains_like_paper, training_groups
+)
 from unic_lift_ns.comparison.run import RunFailed, evaluate_logged, train_variant
 from unic_lift_ns.comparison.scenes import prepare_scene
 from unic_lift_ns.comparison.table import Row, write_tables
@@ -30,6 +32,8 @@ from unic_lift_ns.synth.generate import NoisePreset, SynthConfig
 
 HDBSCAN_ROW = "UniC-Lift maps, HDBSCAN + nearest centroid"
 """Label of the row that decodes UniC-Lift's rendered maps by clustering instead of bits."""
+HDBSCAN_SUFFIX = "+hdbscan"
+"""That row's variant: the name of the first variant of its training, and this."""
 
 
 @dataclass
@@ -160,8 +164,8 @@ class BenchConfig:
         if clustered is None:
             return rows
         names = [v.name for v in group]
-        label = HDBSCAN_ROW if UNIC_LIFT in names else f"{first.label}: maps, HDBSCAN + nearest centroid"
-        rows.append(Row(objects, label, f"{first.name}+hdbscan", clustered.result, noise=noise,
+        label = HDBSCAN_ROW if trains_like_paper(first.name) else f"{first.label}: maps, HDBSCAN + nearest centroid"
+        rows.append(Row(objects, label, f"{first.name}{HDBSCAN_SUFFIX}", clustered.result, noise=noise,
                         clustering_seconds=clustered.clustering_seconds, label_seconds=clustered.label_seconds,
                         **timing))  # fmt: skip
         if UNIC_LIFT in names:
