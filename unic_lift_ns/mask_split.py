@@ -137,7 +137,7 @@ def recover_labels(
     keep_owners: bool = False,
 ) -> Tuple[np.ndarray, int]:
     """Step 4: the ``no_code`` Gaussians that some view gives a segment are grouped (steps 1-3, with
-    ``keep_owners``), and each group of at least ``min_size`` Gaussians that owns its segments (:func:`ownership`
+    ``keep_owners``), and each group of at least ``min_size`` Gaussians that owns its segments (:func:`owns_segments`
     of the Gaussians ``shown`` [S] in each segment) takes a code from ``free``, largest first. Returns the labels and
     how many groups took a code."""
     members = np.flatnonzero((labels == no_code) & (seen.getnnz(axis=1) > 0))
@@ -146,10 +146,10 @@ def recover_labels(
     groups = _group_label(segments[members], seen[members], min_size, min_agreement, shown if keep_owners else None)
     member = csr_matrix((np.ones(len(members)), (groups, np.arange(len(members)))),
                         shape=(groups.max() + 1, len(members)))  # fmt: skip
-    owned = ownership(member @ segments[members], shown)
+    owned = owns_segments(member @ segments[members], shown)
     sizes, out, recovered = np.bincount(groups), labels.copy(), 0
     for group in np.argsort(-sizes, kind="stable"):
-        if sizes[group] < min_size or owned[group] <= 0.5:
+        if sizes[group] < min_size or not owned[group]:
             continue
         code = next(free, None)
         if code is None:
@@ -159,12 +159,12 @@ def recover_labels(
     return out, recovered
 
 
-def ownership(hits: csr_matrix, shown: np.ndarray) -> np.ndarray:
-    """[G] how much each of G groups owns the segments it shows in: the mean, over its Gaussians' (view, segment)
-    hits ``hits`` [G, S], of its share of the Gaussians ``shown`` [S] in the segment (1: no other Gaussian)."""
+def owns_segments(hits: csr_matrix, shown: np.ndarray) -> np.ndarray:
+    """[G] bool: whether each of G groups owns the segments it shows in, i.e. the mean, over its Gaussians' (view,
+    segment) hits ``hits`` [G, S], of its share of the Gaussians ``shown`` [S] in the segment is more than half."""
     hits = csr_matrix(hits)
     share = hits.multiply(hits).multiply(1.0 / np.maximum(shown, 1.0)[None, :]).sum(axis=1)
-    return np.asarray(share).ravel() / np.maximum(np.asarray(hits.sum(axis=1)).ravel(), 1.0)
+    return np.asarray(share).ravel() / np.maximum(np.asarray(hits.sum(axis=1)).ravel(), 1.0) > 0.5
 
 
 def merge_labels(
@@ -181,7 +181,7 @@ def merge_labels(
     sizes = np.bincount(index, minlength=len(codes))
     merging = _Agglomeration((histograms @ histograms.T).toarray(), (views @ views.T).toarray(), sizes)
     merging.merge_above(min_agreement)
-    owners = None if shown is None else ownership(histograms, shown) > 0.5
+    owners = None if shown is None else owns_segments(histograms, shown)
     merging.absorb_small(min_size, to_largest=False, owners=owners)
     kept = np.zeros(len(codes), dtype=np.int64)
     for root in np.unique(merging.parent):
@@ -267,7 +267,7 @@ def _group_label(
     member = csr_matrix((np.ones(int(observed.sum())), (groups[observed], np.flatnonzero(observed))),
                         shape=(num_groups, n))  # fmt: skip
     histograms, views = member @ segments, member @ seen
-    owners = None if shown is None else ownership(histograms, shown[columns]) > 0.5
+    owners = None if shown is None else owns_segments(histograms, shown[columns])
     merged = _merge_groups((histograms @ histograms.T).toarray(), (views @ views.T).toarray(),
                            np.bincount(groups[observed]), min_size, min_agreement, owners)  # fmt: skip
     out = np.zeros(n, dtype=np.int64)
