@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import tyro
 
-from unic_lift_ns.comparison.variants import VARIANTS, trains_like_paper
+from unic_lift_ns.comparison.variants import trains_like_paper
 from unic_lift_ns.scripts.bench import HDBSCAN_ROW, HDBSCAN_SUFFIX
 
 
@@ -81,7 +81,7 @@ def method_name(row: Dict[str, Any]) -> str:
     """A bench row's method; HDBSCAN on the maps of UniC-Lift's default training has one name (older benches named
     it after the first decoding of that training they ran; a variant no longer benchmarked keeps its row's name)."""
     first = row["variant"].removesuffix(HDBSCAN_SUFFIX)
-    if first != row["variant"] and first in {v.name for v in VARIANTS} and trains_like_paper(first):
+    if first != row["variant"] and trains_like_paper(first):
         return HDBSCAN_ROW
     return row["method"]
 
