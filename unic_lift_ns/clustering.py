@@ -12,7 +12,6 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from sklearn.cluster import HDBSCAN
 from torch import Tensor
 
 from unic_lift_ns.errors import InputError
@@ -38,6 +37,8 @@ def fit_centroids(
     data = data.astype(np.float64, copy=False)
     if data.shape[0] < max(min_cluster_size, min_samples or 0, 2):
         return torch.zeros(0, data.shape[1])
+    from sklearn.cluster import HDBSCAN  # here: scikit-learn takes 1-2 s to import, and every ns-train imports us
+
     labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, copy=True).fit_predict(data)
     kept = labels >= 0
     if not kept.any():

@@ -27,11 +27,13 @@ as false negatives: unlabelled predictions are never penalised, which favours th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
-from torchmetrics.detection import PanopticQuality
+
+if TYPE_CHECKING:
+    from torchmetrics.detection import PanopticQuality
 
 STUFF = 0
 """Category ID of the background (stuff)."""
@@ -169,7 +171,10 @@ def _check_pairs(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> 
 
 
 def _metric() -> PanopticQuality:
-    """The torchmetrics metric with our category set; unknown (void) categories are ignored."""
+    """The torchmetrics metric with our category set; unknown (void) categories are ignored. Imported here:
+    torchmetrics.detection takes about 2 s to import, and every ``ns-train`` imports this plugin's modules."""
+    from torchmetrics.detection import PanopticQuality
+
     return PanopticQuality(things={THING}, stuffs={STUFF}, allow_unknown_preds_category=True, return_sq_and_rq=True)
 
 
