@@ -258,3 +258,16 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
         assert counts is not None, proc.stdout
         total, *fates_counts = map(int, counts.groups())
         assert 1 <= total <= 4 and sum(fates_counts) == total, proc.stdout
+
+    # benchmarks/label_bound.py scores the same training with every Gaussian labelled by the GT object it shows most
+    bound = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "label_bound.py"), "--load-config",
+             str(run_config)]  # fmt: skip
+    proc = subprocess.run(bound, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bound_line = (r"GT labels on .*: PQ\^scene ([\d.]+) \(SQ [\d.]+, RQ [\d.]+; class-agnostic [\d.]+\), "
+                  r"(\d+)/(\d+) instances, (\d+) GT objects hold a Gaussian \((\d+) Gaussians\)")
+    line = re.search(bound_line, proc.stdout)
+    assert line is not None, proc.stdout
+    pq, _, num_gt, holding, gaussians = float(line[1]), *map(int, line.groups()[1:])
+    assert 0.0 <= pq <= 100.0 and num_gt == rows["UniC-Lift"]["result"]["num_gt_instances"]
+    assert 1 <= holding <= 4 and 0 < gaussians <= 900

@@ -207,7 +207,7 @@ def view_segments(
         if mask is None:
             continue
         mask = np.asarray(mask)
-        index, segment = _visible_segments(means, viewmat, K, mask, depth_tolerance)
+        index, segment = visible_segments(means, viewmat, K, mask, depth_tolerance)
         ids, compact = np.unique(segment, return_inverse=True)
         rows.append(index)
         segment_cols.append(offset + compact)
@@ -221,7 +221,7 @@ def view_segments(
     return segments, seen
 
 
-def _visible_segments(
+def visible_segments(
     means: np.ndarray, viewmat: np.ndarray, K: np.ndarray, mask: np.ndarray, depth_tolerance: float
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Indices of the centres one view shows with a segment, and that segment."""
