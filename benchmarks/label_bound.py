@@ -70,6 +70,7 @@ def main(load_config: Path) -> None:
                   f"{100 * result.rq_scene:.1f}; class-agnostic {100 * result.pq_scene_agnostic:.1f}), "
                   f"{result.num_pred_instances}/{result.num_gt_instances} instances")  # fmt: skip
 
+
 if __name__ == "__main__":
     try:
         tyro.cli(main)

@@ -1,7 +1,7 @@
 """What a perfect labelling of a training's Gaussians would score: each Gaussian takes the ground-truth object its
 centre shows in most train views. Every decoding, clustering or not, labels the same Gaussians, so this bounds them
-all; what it misses is what the Gaussians, their blending and the semantic head lose (a diagnostic of #29's hard
-rows, not a method: it reads the scene's GT)."""
+all; what it misses is what the Gaussians, their blending and (where a pixel's class comes from it) the semantic
+head lose (a diagnostic of #29's hard rows, not a method: it reads the scene's GT)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from unic_lift_ns.eval.object_fates import most_frequent
 from unic_lift_ns.mask_split import visible_segments
 
 
@@ -41,9 +42,6 @@ def gt_gaussian_labels(
     labels = np.full(len(means), no_label, dtype=np.int64)
     if not hits:
         return labels
-    pairs, counts = np.unique(np.stack([np.concatenate(hits), np.concatenate(objects)]), axis=1, return_counts=True)
-    order = np.lexsort((-counts, pairs[0]))  # by Gaussian, then most views first
-    first = np.unique(pairs[0][order], return_index=True)[1]
-    gaussians, winners = pairs[0][order][first], pairs[1][order][first]
+    gaussians, winners = most_frequent(np.concatenate(hits), np.concatenate(objects))
     labels[gaussians] = np.where(winners > 0, winners, no_label)
     return labels

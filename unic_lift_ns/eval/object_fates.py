@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,14 +40,21 @@ class ObjectFates:
                 f"without semantics), {self.no_label} without a label")  # fmt: skip
 
 
+def most_frequent(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The distinct ``keys`` (sorted) and, for each, the value it comes with most often (flat int arrays of one
+    size; ties go to the smaller value)."""
+    pairs, counts = np.unique(np.stack([keys, values]), axis=1, return_counts=True)
+    order = np.lexsort((-counts, pairs[0]))  # by key, then most often first
+    keys, values = pairs[0][order], pairs[1][order]
+    first = np.unique(keys, return_index=True)[1]
+    return keys[first], values[first]
+
+
 def majority_labels(objects: np.ndarray, labels: np.ndarray) -> Dict[int, int]:
     """Object id -> the label that holds most of its pixels (``objects`` > 0 only; flat arrays of one size)."""
     keep = objects > 0
-    pairs, counts = np.unique(np.stack([objects[keep], labels[keep]]), axis=1, return_counts=True)
-    order = np.lexsort((-counts, pairs[0]))  # by object, then most pixels first
-    owners, labels = pairs[0][order], pairs[1][order]
-    first = np.unique(owners, return_index=True)[1]
-    return dict(zip(owners[first].tolist(), labels[first].tolist()))
+    owners, majority = most_frequent(objects[keep], labels[keep])
+    return dict(zip(owners.tolist(), majority.tolist()))
 
 
 def object_fates(
