@@ -337,6 +337,15 @@ def test_output_dir_that_is_a_file_is_one_line(scene: Path, tmp_path: Path, caps
     assert config.output_dir.read_text() == "mine"
 
 
+def test_missing_data_is_one_line_before_config_yml_is_written(tmp_path: Path, capsys) -> None:
+    config = trainer_config(tmp_path / "no_scene", tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        config.save_config()
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    assert f"ns-train unic-lift: --data: no such file or folder {tmp_path / 'no_scene'}" in capsys.readouterr().out
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_resuming_with_another_embedding_dim_is_one_line(scene: Path, tmp_path: Path, capsys) -> None:
     config = trainer_config(scene, tmp_path)
     trainer = config.setup(local_rank=0, world_size=1)

@@ -83,11 +83,19 @@ class SegmentationTrainerConfig(TrainerConfig):
                 f"--load-dir {folder}, choose another --timestamp or --output-dir, or pass --overwrite-checkpoints True"
             )
 
+    def check_data(self) -> None:
+        """Refuse a ``--data`` (the datamanager's, else its dataparser's) that does not exist."""
+        manager = self.pipeline.datamanager
+        data = getattr(manager, "data", None) or getattr(getattr(manager, "dataparser", None), "data", None)
+        if data is not None and not Path(data).exists():
+            raise InputError(f"--data: no such file or folder {data}")
+
     def save_config(self) -> None:
-        """Check the flags and the run folder, then write config.yml (nerfstudio's); bad input exits with code 2
-        before anything is written."""
+        """Check the flags, the data path and the run folder, then write config.yml (nerfstudio's); bad input exits
+        with code 2 before anything is written."""
         try:
             self.check_flags()
+            self.check_data()
             self.check_run_folder()
             super().save_config()
         except InputError as err:
