@@ -346,6 +346,27 @@ def test_missing_data_is_one_line_before_config_yml_is_written(tmp_path: Path, c
     assert not (tmp_path / "outputs").exists()
 
 
+def test_unreadable_data_removes_the_config_yml_and_folders_the_run_created(tmp_path: Path, monkeypatch, capsys) -> None:
+    """No --data (so the data is the working folder, which holds no transforms.json): config.yml is written to
+    outputs/unnamed/... before the data loads; the failed run removes it and the folders it created, and keeps the
+    output folder that was already there and what is in it."""
+    work = tmp_path / "work"
+    (work / "outputs").mkdir(parents=True)
+    (work / "outputs" / "mine.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    config = trainer_config(Path(), tmp_path)
+    config.pipeline.datamanager.data, config.output_dir, config.timestamp = None, Path("outputs"), "run"
+    config.save_config()
+    assert (work / "outputs" / "unnamed" / "unic-lift" / "run" / "config.yml").is_file()
+    trainer = config.setup(local_rank=0, world_size=1)
+    with pytest.raises(SystemExit) as exit_info:
+        trainer.setup()
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    assert "--data . (no --data given?): NerfstudioDataParser cannot read it" in capsys.readouterr().out
+    assert sorted(path.name for path in (work / "outputs").iterdir()) == ["mine.txt"]
+    assert (work / "outputs" / "mine.txt").read_text() == "mine"
+
+
 def test_resuming_with_another_embedding_dim_is_one_line(scene: Path, tmp_path: Path, capsys) -> None:
     config = trainer_config(scene, tmp_path)
     trainer = config.setup(local_rank=0, world_size=1)
@@ -365,3 +386,4 @@ def test_ns_train_reports_bad_input_in_one_line_with_exit_code_2(scene: Path, tm
     assert proc.returncode == EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert f"ns-train unic-lift: Cannot read label map {scene / 'instance_masks' / 'frame_00005.png'}" in proc.stdout
+    assert not (tmp_path / "bad").exists()  # the run folder it created, with its config.yml, is gone again

@@ -14,7 +14,8 @@ work, and bad input reported as one line.
   latest-only checkpoint cleanup removes only the ``step-*.ckpt`` files this process saved.
 - **Bad input** (:class:`~unic_lift_ns.errors.InputError`, a missing file, a numeric flag out of its range, an
   output folder that cannot be written) is printed as one red line naming the file or flag and the process exits
-  with code 2: flags and the output folder before config.yml is written, data and checkpoints before the first step.
+  with code 2: flags and the output folder before config.yml is written, data and checkpoints before the first step
+  (then the config.yml and the run folders that this run created are removed again).
 """
 
 from __future__ import annotations
@@ -97,13 +98,35 @@ class SegmentationTrainerConfig(TrainerConfig):
             self.check_flags()
             self.check_data()
             self.check_run_folder()
+            created = missing_folders(self.get_base_dir())
             super().save_config()
         except InputError as err:
             exit_bad_input(self.method_name, err)
         except OSError as err:
             exit_bad_input(self.method_name, f"--output-dir: cannot write the run folder {self.get_base_dir()} ({err})")
+        self._created_run_folders = created  # set after the dump, so config.yml does not hold it
+
+    def remove_unused_run_folder(self) -> None:
+        """Undo :meth:`save_config` for a run that stopped before training: remove its config.yml and the folders it
+        created, each only while nothing else is in it (a folder that existed before is never touched)."""
+        created: List[Path] = getattr(self, "_created_run_folders", [])
+        self._created_run_folders = []
+        if created:
+            (created[0] / "config.yml").unlink(missing_ok=True)
+        for folder in created:
+            if not folder.is_dir() or any(folder.iterdir()):
+                return
+            folder.rmdir()
 
 
+def missing_folders(folder: Path) -> List[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
 
 
 class SegmentationTrainer(Trainer):
@@ -120,8 +143,10 @@ class SegmentationTrainer(Trainer):
             check_flag_ranges(self.config, "--")  # the model and the datamanager check theirs when built
             super().setup(test_mode)
         except (InputError, FileNotFoundError, NotADirectoryError) as err:
+            self.config.remove_unused_run_folder()
             exit_bad_input(self.config.method_name, err)
         except KeyboardInterrupt:
+            self.config.remove_unused_run_folder()
             CONSOLE.print("[bold red]Interrupted while loading: nothing trained, nothing saved")
             sys.exit(EXIT_INTERRUPTED)
         self.callbacks.append(
