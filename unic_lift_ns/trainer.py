@@ -86,9 +86,8 @@ class SegmentationTrainerConfig(TrainerConfig):
 
     def check_data(self) -> None:
         """Refuse a ``--data`` (the datamanager's, else its dataparser's) that does not exist."""
-        manager = self.pipeline.datamanager
-        data = getattr(manager, "data", None) or getattr(getattr(manager, "dataparser", None), "data", None)
-        if data is not None and not Path(data).exists():
+        data = self.pipeline.datamanager.data_path()
+        if not data.exists():
             raise InputError(f"--data: no such file or folder {data}")
 
     def save_config(self) -> None:

@@ -74,6 +74,10 @@ class SegmentationDataManagerConfig(FullImageDatamanagerConfig):
     }  # fmt: skip
     """Allowed values of the numeric fields (:mod:`unic_lift_ns.flag_ranges`), checked before any data loads."""
 
+    def data_path(self) -> Path:
+        """What the dataparser reads: ``--data`` where given, else the dataparser's own ``data``."""
+        return self.data or self.dataparser.data
+
 
 class SegmentationDataManager(FullImageDatamanager[SegmentationDataset]):
     """FullImageDatamanager whose batches also hold ``instance_mask`` and, where present, ``semantic_mask``
@@ -91,7 +95,7 @@ class SegmentationDataManager(FullImageDatamanager[SegmentationDataset]):
         **kwargs,
     ):
         check_flag_ranges(config, "--pipeline.datamanager.")
-        data = config.data or config.dataparser.data
+        data = config.data_path()
         try:
             super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
         except DATA_READ_ERRORS as err:
