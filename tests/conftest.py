@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import runpy
 import shutil
 import subprocess
 import sys
@@ -32,18 +34,42 @@ def make_scene(path: Path, **overrides) -> Path:
     return generate_scene(SynthConfig(output=path, **options))
 
 
-def train_cpu(method: str, scene: Path, output_dir: Path, steps: int, *flags: str, timeout: int = 900) -> Path:
-    """Run the real ``ns-train METHOD`` on CPU (tensorboard, no periodic eval or save) with extra ``flags``;
-    asserts it succeeded and returns the run directory (``output_dir/tiny/METHOD/run``)."""
-    cmd = [
-        str(Path(sys.executable).parent / "ns-train"), method, "--data", str(scene), "--machine.device-type", "cpu",
+def ns_train(*args: str) -> int:
+    """Run the real ``ns-train ARGS`` in this process: nerfstudio's ``scripts.train.entrypoint``, the function the
+    console script calls, with ``sys.argv`` set; returns its exit status.
+
+    A process of its own would import nerfstudio again (about 20 s on the 2-core CI machine, most of it nerfstudio
+    building its external-method table) for a training of a few seconds; the weights and optimiser state come out
+    bit-identical to a separate process's. Signals and peak memory need a process: those tests spawn one.
+    Afterwards the event writers and profilers that nerfstudio's trainer registers in module globals are closed and
+    dropped (a process exit would), so the event files are complete and the next run writes only its own."""
+    from nerfstudio.scripts.train import entrypoint
+    from nerfstudio.utils import profiler, writer
+
+    argv = sys.argv
+    sys.argv = ["ns-train", *args]
+    try:
+        return exit_status(entrypoint)
+    finally:
+        sys.argv = argv
+        for event_writer in writer.EVENT_WRITERS:
+            if isinstance(event_writer, writer.TensorboardWriter):
+                event_writer.tb_writer.close()
+        writer.EVENT_WRITERS.clear()
+        profiler.PROFILER.clear()
+
+
+def train_cpu(method: str, scene: Path, output_dir: Path, steps: int, *flags: str) -> Path:
+    """Run the real ``ns-train METHOD`` (in this process, ``ns_train``) on CPU (tensorboard, no periodic eval or
+    save) with extra ``flags``; asserts it succeeded and returns the run directory (``output_dir/tiny/METHOD/run``)."""
+    args = [
+        method, "--data", str(scene), "--machine.device-type", "cpu",
         "--max-num-iterations", str(steps), "--vis", "tensorboard", "--output-dir", str(output_dir),
         "--experiment-name", "tiny", "--timestamp", "run", "--viewer.quit-on-train-completion", "True",
         "--steps-per-eval-image", "100000", "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
         *flags,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ns_train(*args) == 0, f"ns-train {' '.join(args)} failed (its output is above)"
     return output_dir / "tiny" / method / "run"
 
 
@@ -79,21 +105,44 @@ def copy_of_run_scene(trained_run: Path, tmp_path: Path) -> tuple[Path, Path]:
     return scene, config_path
 
 
-@pytest.fixture
-def unic_lift_eval(monkeypatch, capfd) -> Callable[..., tuple[subprocess.CompletedProcess, str]]:
-    """Run the real console script's entry point in-process (``test_console_script_scores_baselines`` runs it as a
-    process); returns the outcome as a process would report it and its stdout with rich's line wrapping undone."""
-    from unic_lift_ns.scripts.eval import entrypoint
+def exit_status(run: Callable[[], object]) -> int:
+    """What a process whose main is ``run`` would exit with: 0, or the code of the ``SystemExit`` it raised (a
+    message as its code goes to stderr with status 1, as the interpreter does)."""
+    try:
+        run()
+        return 0
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)
+        return 1
 
-    def run(*args: object) -> tuple[subprocess.CompletedProcess, str]:
-        monkeypatch.setattr(sys, "argv", ["unic-lift-eval", *map(str, args)])
+
+@pytest.fixture
+def in_process(monkeypatch, capfd) -> Callable[..., tuple[subprocess.CompletedProcess, str]]:
+    """Run a command in this process as its console script or ``python SCRIPT`` would: ``run(program, *args)``
+    where ``program`` is an entry point function or a script's path. Returns the outcome as a process would report
+    it and its stdout with rich's line wrapping undone. Each of our commands imports nerfstudio and torch, 10-20 s
+    as a process on the 2-core CI machine; a few tests keep a real process where the process is the point."""
+
+    def run(program: Callable[[], object] | Path, *args: object) -> tuple[subprocess.CompletedProcess, str]:
+        name = program.name if isinstance(program, Path) else program.__module__
+        monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
         capfd.readouterr()
-        try:
-            entrypoint()
-            code = 0
-        except SystemExit as stop:
-            code = int(stop.code or 0)
+        if isinstance(program, Path):
+            monkeypatch.syspath_prepend(str(program.parent))  # as `python SCRIPT` puts the script's folder first
+            code = exit_status(lambda: runpy.run_path(str(program), run_name="__main__"))
+        else:
+            code = exit_status(program)
         out, err = capfd.readouterr()
         return subprocess.CompletedProcess(args, code, out, err), " ".join(out.split())
 
     return run
+
+
+@pytest.fixture
+def unic_lift_eval(in_process) -> Callable[..., tuple[subprocess.CompletedProcess, str]]:
+    """``unic-lift-eval ARGS`` in this process (``test_console_script_scores_baselines`` runs it as a process)."""
+    from unic_lift_ns.scripts.eval import entrypoint
+
+    return functools.partial(in_process, entrypoint)

@@ -31,6 +31,7 @@ from unic_lift_ns.scripts.bench import BenchConfig, entrypoint
 from unic_lift_ns.synth.generate import SynthConfig
 
 BENCH = str(Path(sys.executable).parent / "unic-lift-bench")
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 TINY = ["--objects", "4", "--steps", "20", "--resolution", "32", "--views", "16", "--points", "500"]
 
 
@@ -185,7 +186,7 @@ def test_bad_arguments_fail_cleanly(tmp_path, monkeypatch, capfd, args, message)
 
 
 @pytest.mark.slow
-def test_bench_tiny_scene_end_to_end(tmp_path):
+def test_bench_tiny_scene_end_to_end(tmp_path, in_process):
     out = tmp_path / "bench"
     methods = ["unic-lift", "unic-lift-nearest-code", "no-triplet"]
     cmd = [BENCH, "--output-dir", str(out), "--methods", *methods, "--noise", "hard", *TINY, "--max-gaussians", "900"]
@@ -232,12 +233,11 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
         assert config.pipeline.model.max_gaussians == 900
 
     # benchmarks/rescore_bench.py scores the saved UniC-Lift training again with a new decoding, training nothing
-    rescore = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "rescore_bench.py"), "--bench", str(out)]
-    refused = subprocess.run(rescore + ["--methods", "unic-lift-votes-snap", "contrastive-lift"], capture_output=True,
-                             text=True, timeout=600)  # fmt: skip
+    rescore = [BENCHMARKS / "rescore_bench.py", "--bench", out]
+    refused, _ = in_process(*rescore, "--methods", "unic-lift-votes-snap", "contrastive-lift")
     assert refused.returncode != 0 and "--methods contrastive-lift: no saved training" in refused.stderr
     assert not (out / "rescored").exists()
-    proc = subprocess.run(rescore + ["--methods", "unic-lift-votes-snap"], capture_output=True, text=True, timeout=600)
+    proc, _ = in_process(*rescore, "--methods", "unic-lift-votes-snap")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rescored = json.loads((out / "rescored" / "bench.json").read_text())["rows"]
     assert [row["method"] for row in rescored[:-1]] == list(rows)
@@ -247,9 +247,8 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
 
     # benchmarks/object_fates.py tells where each GT object of the scene went under a decoding of the saved training
     run_config = out / "runs" / "objects_4_hard" / "unic-lift" / "unic-lift" / "config.yml"
-    fates = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "object_fates.py"), "--methods",
-             "unic-lift", "unic-lift-nearest-code", "--load-config", str(run_config)]  # fmt: skip
-    proc = subprocess.run(fates, capture_output=True, text=True, timeout=600)
+    proc, _ = in_process(BENCHMARKS / "object_fates.py", "--methods", "unic-lift", "unic-lift-nearest-code",
+                         "--load-config", run_config)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     fates_line = (r"(\d+) GT objects: (\d+) own label, (\d+) sharing \d+ labels, (\d+) predicted background "
                   r"\(\d+ of them with a code label without semantics\), (\d+) without a label")
@@ -260,9 +259,7 @@ def test_bench_tiny_scene_end_to_end(tmp_path):
         assert 1 <= total <= 4 and sum(fates_counts) == total, proc.stdout
 
     # benchmarks/label_bound.py scores the same training with every Gaussian labelled by the GT object it shows most
-    bound = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "label_bound.py"), "--load-config",
-             str(run_config)]  # fmt: skip
-    proc = subprocess.run(bound, capture_output=True, text=True, timeout=600)
+    proc, _ = in_process(BENCHMARKS / "label_bound.py", "--load-config", run_config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     holding = re.search(r"GT labels on .*: (\d+) GT objects hold a Gaussian \((\d+) Gaussians\)", proc.stdout)
     assert holding is not None, proc.stdout

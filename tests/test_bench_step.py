@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_step.py"
 
 
-def test_step_benchmark_times_rgb_only_and_full_steps(trained_run: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, str(BENCH), "steps", "--load-config", str(trained_run / "config.yml"), "--repetitions", "2"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+def test_step_benchmark_times_rgb_only_and_full_steps(trained_run: Path, in_process) -> None:
+    run, _ = in_process(BENCH, "steps", "--load-config", trained_run / "config.yml", "--repetitions", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.strip().splitlines()
     rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "ms" not in line}

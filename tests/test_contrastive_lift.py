@@ -188,7 +188,7 @@ def test_ns_train_contrastive_lift_cpu_then_unic_lift_eval(unic_lift_eval, tmp_p
         "contrastive-lift", scene, tmp_path / "outputs", 150,
         "--pipeline.model.resolution-schedule", "30", "--pipeline.model.warmup-length", "30",
         "--pipeline.model.stop-split-at", "80", "--optimizers.embeddings.optimizer.lr", "0.02",
-        "--pipeline.model.cluster-num-samples", "5000", "--pipeline.model.cluster-min-size", "25", timeout=600,
+        "--pipeline.model.cluster-num-samples", "5000", "--pipeline.model.cluster-min-size", "25",
     )  # fmt: skip
     checkpoint = next((run_dir / "nerfstudio_models").glob("*.ckpt"))
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import pytest
 from plyfile import PlyData
 from scipy.spatial.transform import Rotation
 
+from conftest import exit_status
 from unic_lift_ns.export.instances import export_instance, export_instances, model_splats, move_instance
 from unic_lift_ns.export.ply import INSTANCE_PROPERTY, Splats, write_ply
 from unic_lift_ns.models.unic_lift import UniCLiftModel
@@ -30,11 +30,7 @@ from unic_lift_ns.scripts.export import NS_EXPORT_MIN_OPACITY, entrypoint, faint
 def run_cli(monkeypatch, *args) -> int:
     """Run unic-lift-export in-process with ``args``; returns its exit code."""
     monkeypatch.setattr(sys, "argv", ["unic-lift-export", *map(str, args)])
-    try:
-        entrypoint()
-    except SystemExit as stop:
-        return int(stop.code)
-    return 0
+    return exit_status(entrypoint)
 
 
 def printed(capsys) -> str:
@@ -375,10 +371,10 @@ def test_success_line_counts_what_ns_export_drops() -> None:
     assert faint_note(opacities) == "ns-export gaussian-splat would also drop the 2 of them with opacity below 1/255"
 
 
-def test_ns_export_gaussian_splat_still_works(tmp_path, config, model) -> None:
-    script = Path(sys.executable).parent / "ns-export"
-    run = subprocess.run([str(script), "gaussian-splat", "--load-config", str(config), "--output-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+def test_ns_export_gaussian_splat_still_works(tmp_path, config, model, in_process) -> None:
+    from nerfstudio.scripts.exporter import entrypoint as ns_export
+
+    run, _ = in_process(ns_export, "gaussian-splat", "--load-config", config, "--output-dir", tmp_path)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     theirs = read_vertices(tmp_path / "splat.ply")
     ours = Splats.from_model(model).vertices()

@@ -4,13 +4,12 @@ stops `ns-train` before anything is written, with one line naming the flag."""
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
 import pytest
 
+from conftest import ns_train
 from unic_lift_ns.method_configs import contrastive_lift_method, gaussian_clustering_method
 from unic_lift_ns.errors import InputError
 from unic_lift_ns.flag_ranges import Range, check_flag_ranges, numeric_fields, ranges_of
@@ -80,12 +79,14 @@ def test_model_built_outside_ns_train_checks_its_ranges_too() -> None:
         setup_model(UniCLiftModelConfig(vote_confidence=0.5))
 
 
-def test_ns_train_refuses_a_negative_weight_in_one_line_and_writes_nothing(tiny_scene: Path, tmp_path: Path) -> None:
-    cmd = [str(Path(sys.executable).parent / "ns-train"), "unic-lift", "--data", str(tiny_scene),
-           "--output-dir", str(tmp_path / "outputs"), "--machine.device-type", "cpu", "--vis", "tensorboard",
-           "--pipeline.model.neighbour-loss-weight", "-0.1"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert "ns-train unic-lift: --pipeline.model.neighbour-loss-weight must be at least 0, got -0.1" in proc.stdout
+def test_ns_train_refuses_a_negative_weight_in_one_line_and_writes_nothing(
+    tiny_scene: Path, tmp_path: Path, capfd
+) -> None:
+    args = ["unic-lift", "--data", str(tiny_scene), "--output-dir", str(tmp_path / "outputs"),
+            "--machine.device-type", "cpu", "--vis", "tensorboard", "--pipeline.model.neighbour-loss-weight", "-0.1"]
+    capfd.readouterr()
+    assert ns_train(*args) == EXIT_BAD_INPUT
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    assert "ns-train unic-lift: --pipeline.model.neighbour-loss-weight must be at least 0, got -0.1" in out
     assert not (tmp_path / "outputs").exists()

@@ -203,7 +203,7 @@ def test_ns_train_gaussian_clustering_cpu_then_eval(unic_lift_eval, tmp_path):
         "--pipeline.model.cluster-min-size", "10", "--optimizers.embeddings.optimizer.lr", "0.2",
         # at the default 0.0025 the semantic head predicts (almost) only background after 100 steps, so whether a
         # thing instance is counted below would be chance
-        "--optimizers.semantic-logits.optimizer.lr", "0.05", timeout=600,
+        "--optimizers.semantic-logits.optimizer.lr", "0.05",
     )  # fmt: skip
 
     out = tmp_path / "eval.json"

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -34,11 +35,16 @@ def capture(tmp_path) -> Path:
     return scene
 
 
-def masks(scene: Path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(EXE), "--data", str(scene), *flags], capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def masks(in_process) -> Callable[..., subprocess.CompletedProcess]:
+    """``unic-lift-masks --data SCENE FLAGS`` in this process (``test_bad_input_is_one_red_line`` runs the console
+    script as a process)."""
+    from unic_lift_ns.scripts.masks import entrypoint
+
+    return lambda scene, *flags: in_process(entrypoint, "--data", scene, *flags)[0]
 
 
-def test_classical_masks_train_with_unic_lift(capture: Path, tmp_path: Path) -> None:
+def test_classical_masks_train_with_unic_lift(capture: Path, tmp_path: Path, masks) -> None:
     proc = masks(capture, "--model", "classical", "--classical.superpixels", "60")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     images = sorted((capture / "images").iterdir())
@@ -57,7 +63,7 @@ def test_classical_masks_train_with_unic_lift(capture: Path, tmp_path: Path) -> 
     assert (run / "config.yml").is_file()
 
 
-def test_resume_skips_written_views_and_overwrite_replaces_only_own_files(capture: Path) -> None:
+def test_resume_skips_written_views_and_overwrite_replaces_only_own_files(capture: Path, masks) -> None:
     flags = ("--model", "classical", "--classical.superpixels", "40", "--downscale", "2")
     assert masks(capture, *flags).returncode == 0
     folder = capture / "instance_masks"
@@ -86,7 +92,7 @@ def test_resume_skips_written_views_and_overwrite_replaces_only_own_files(captur
     assert user_mask.read_bytes() == content and len(proc.stdout.strip().splitlines()) == 1
 
 
-def test_overwrite_with_other_options_rewrites_every_view(capture: Path) -> None:
+def test_overwrite_with_other_options_rewrites_every_view(capture: Path, masks) -> None:
     assert masks(capture, "--model", "classical", "--classical.superpixels", "40").returncode == 0
     proc = masks(capture, "--model", "classical", "--classical.superpixels", "80", "--overwrite")
     assert proc.returncode == 0 and "masks of 12 view(s)" in proc.stdout, proc.stdout
@@ -94,7 +100,7 @@ def test_overwrite_with_other_options_rewrites_every_view(capture: Path) -> None
     assert record["options"]["classical"]["superpixels"] == 80 and len(record["views"]) == 12
 
 
-def test_images_folder_without_transforms(capture: Path) -> None:
+def test_images_folder_without_transforms(capture: Path, masks) -> None:
     """Any folder of images: masks go beside it, where the datamanager looks."""
     (capture / "transforms.json").unlink()
     proc = masks(capture / "images", "--model", "classical")
@@ -104,7 +110,8 @@ def test_images_folder_without_transforms(capture: Path) -> None:
 
 def test_bad_input_is_one_red_line(capture: Path) -> None:
     (capture / "images" / "frame_00002.png").write_bytes(b"not a png")
-    proc = masks(capture, "--model", "classical")
+    proc = subprocess.run([str(EXE), "--data", str(capture), "--model", "classical"], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
     assert proc.returncode == 2 and "frame_00002.png" in proc.stdout, proc.stdout + proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (capture / "instance_masks").exists()  # found before any work

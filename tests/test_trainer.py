@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_scene
+from conftest import make_scene, ns_train
 from unic_lift_ns.data.label_maps import read_label_map, write_label_map
 from unic_lift_ns.method_configs import unic_lift_trainer_config
 from unic_lift_ns.trainer import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED
@@ -30,7 +30,7 @@ CPU_METHOD = "unic-lift-cpu"
 
 def readme_cpu_recipe(steps: int) -> List[str]:
     """The README's CPU recipe, `ns-train unic-lift-cpu`, stopped after ``steps`` steps (its schedule unchanged)."""
-    return [str(BIN / "ns-train"), CPU_METHOD, "--max-num-iterations", str(steps)]
+    return [CPU_METHOD, "--max-num-iterations", str(steps)]
 
 
 def run_flags(scene: Path, output_dir: Path, name: str) -> List[str]:
@@ -53,7 +53,7 @@ def no_semantics_scene(tmp_path_factory) -> Path:
 def stopped_run(scene: Path, output_dir: Path, name: str, signum: int, seconds: float) -> dict:
     """The README's CPU recipe (`ns-train unic-lift-cpu`) on ``scene``, sent ``signum`` ``seconds`` into training."""
     log = output_dir / "log.txt"
-    cmd = [*readme_cpu_recipe(100000), *run_flags(scene, output_dir, name)]
+    cmd = [str(BIN / "ns-train"), *readme_cpu_recipe(100000), *run_flags(scene, output_dir, name)]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
@@ -101,7 +101,7 @@ def test_sigterm_saves_the_last_completed_step_like_ctrl_c(terminated_run: dict)
 
 
 @pytest.mark.slow
-def test_a_run_folder_with_checkpoints_loses_nothing(terminated_run: dict, tiny_scene: Path) -> None:
+def test_a_run_folder_with_checkpoints_loses_nothing(terminated_run: dict, tiny_scene: Path, capfd) -> None:
     """A second `ns-train` into the same run folder is refused before config.yml is replaced; resuming in place
     with --load-dir keeps the checkpoint it resumed and a user's own .ckpt, and removes only its own older saves."""
     run_dir, output_dir = terminated_run["run_dir"], terminated_run["output_dir"]
@@ -111,15 +111,14 @@ def test_a_run_folder_with_checkpoints_loses_nothing(terminated_run: dict, tiny_
     before = {path: path.read_bytes() for path in (run_dir / "config.yml", loaded, mine)}
 
     again = [*readme_cpu_recipe(4), *run_flags(tiny_scene, output_dir, "t")]
-    proc = subprocess.run(again, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == EXIT_BAD_INPUT, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(f"ns-train {CPU_METHOD}: ")]
-    assert len(lines) == 1 and "already holds checkpoints" in lines[0] and "--load-dir" in lines[0], proc.stdout
+    capfd.readouterr()
+    assert ns_train(*again) == EXIT_BAD_INPUT
+    out = capfd.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith(f"ns-train {CPU_METHOD}: ")]
+    assert len(lines) == 1 and "already holds checkpoints" in lines[0] and "--load-dir" in lines[0], out
     assert all(path.read_bytes() == data for path, data in before.items())
 
-    resume = [*again, "--load-dir", str(run_dir / "nerfstudio_models"), "--steps-per-save", "2"]
-    proc = subprocess.run(resume, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ns_train(*again, "--load-dir", str(run_dir / "nerfstudio_models"), "--steps-per-save", "2") == 0
     assert sorted(checkpoints(run_dir)) == [step, step + 4]  # step + 2 was saved, then replaced by step + 4
     assert mine.read_bytes() == before[mine] and loaded.read_bytes() == before[loaded]
 
@@ -137,9 +136,7 @@ def test_resume_continues_exactly_like_the_uninterrupted_run(interrupted_run: di
     load_dir = interrupted_run["run_dir"] / "nerfstudio_models"
     for name, steps, extra in (("resumed", RESUMED_STEPS, ["--load-dir", str(load_dir)]),
                                ("straight", step + 1 + RESUMED_STEPS, [])):  # fmt: skip
-        cmd = [*readme_cpu_recipe(steps), *run_flags(no_semantics_scene, output_dir, name), *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert ns_train(*readme_cpu_recipe(steps), *run_flags(no_semantics_scene, output_dir, name), *extra) == 0
     final = step + RESUMED_STEPS
     before = torch.load(checkpoints(interrupted_run["run_dir"])[step], map_location="cpu")
     resumed = torch.load(checkpoints(output_dir / "resumed" / CPU_METHOD / "run")[final], map_location="cpu")
@@ -161,21 +158,18 @@ def test_resume_continues_exactly_like_the_uninterrupted_run(interrupted_run: di
 
 
 @pytest.mark.slow
-def test_run_without_semantic_masks_decodes_instances_with_the_readme_recipe(interrupted_run: dict, tmp_path) -> None:
+def test_run_without_semantic_masks_decodes_instances_with_the_readme_recipe(
+    interrupted_run: dict, unic_lift_eval, tmp_path
+) -> None:
     """The recipe decodes with nearest-code under the confidence gate, which needs no semantics (with an untrained
     semantic head as the gate every Gaussian counted as background and every pixel decoded to one label). A run this
     short has no confident code yet, so every Gaussian votes, the log says so, and pixels snap to the codes the
     Gaussians hold instead of all reading the background label."""
     out = tmp_path / "eval.json"
-    proc = subprocess.run(
-        [str(BIN / "unic-lift-eval"), "--load-config", str(interrupted_run["run_dir"] / "config.yml"),
-         "--output-json", str(out), "--no-baselines"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    proc, stdout = unic_lift_eval("--load-config", interrupted_run["run_dir"] / "config.yml", "--output-json", out,
+                                  "--no-baselines")  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "of the Gaussians have codes confident to 0.2 (training too short?), so every Gaussian votes" in " ".join(
-        proc.stdout.split()
-    )
+    assert "of the Gaussians have codes confident to 0.2 (training too short?), so every Gaussian votes" in stdout
     (result,) = json.loads(out.read_text())["results"].values()
     assert result["num_pred_instances"] > 5, result
     assert result["miou"] is None  # the untrained head's "all background" is not reported as semantics
