@@ -69,7 +69,7 @@ def train_cpu(method: str, scene: Path, output_dir: Path, steps: int, *flags: st
         "--steps-per-eval-image", "100000", "--steps-per-eval-all-images", "100000", "--steps-per-save", "100000",
         *flags,
     ]  # fmt: skip
-    assert ns_train(*args) == 0, f"ns-train {' '.join(args)} failed (its output is above)"
+    assert ns_train(*args) == 0, f"ns-train {' '.join(args)} failed (its output is in the captured stdout)"
     return output_dir / "tiny" / method / "run"
 
 
