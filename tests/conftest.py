@@ -39,8 +39,8 @@ def ns_train(*args: str) -> int:
     console script calls, with ``sys.argv`` set; returns its exit status.
 
     A process of its own would import nerfstudio again (about 20 s on the 2-core CI machine, most of it nerfstudio
-    building its external-method table) for a training of a few seconds; the weights and optimiser state come out
-    bit-identical to a separate process's. Signals and peak memory need a process: those tests spawn one.
+    building its external-method table) for a training of a few seconds; on the tests' scenes the weights and optimiser
+    state come out bit-identical to a separate process's. Signals and peak memory need a process: those tests spawn one.
     Afterwards the event writers and profilers that nerfstudio's trainer registers in module globals are closed and
     dropped (a process exit would), so the event files are complete and the next run writes only its own."""
     from nerfstudio.scripts.train import entrypoint
